@@ -1,0 +1,91 @@
+"""Baseline recipes on digits: mismatches each leaves, in PyTorch and on OpenVINO CPU.
+
+    python bench/digits_recipes.py [--output bench/results/digits_recipes.json] [--seed 0]
+
+Runs the built-in trainer with the same reference, budget and seed for: INT8 QAT, 4-bit QAT,
+50% magnitude pruning, and 50% pruning + INT8. Writes JSON (one entry per recipe) and a bar
+plot of the mismatches next to it. The label-preserving recipes of later releases are measured
+against these rows.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+from nncf_lossless.checkpoint import write_json  # noqa: E402
+from nncf_lossless.trainer import REFERENCE, run  # noqa: E402
+
+RECIPES = {
+    "int8_qat": [{"algorithm": "quantization"}],
+    "int4_qat": [{"algorithm": "quantization", "weights": {"bits": 4}, "activations": {"bits": 4}}],
+    "pruning_50": [{"algorithm": "pruning", "ratio": 0.5}],
+    "pruning_50_int8": [{"algorithm": "pruning", "ratio": 0.5}, {"algorithm": "quantization"}],
+}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--output", type=Path, default=Path("bench/results/digits_recipes.json"))
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--epochs", type=int, default=3)
+    args = parser.parse_args()
+    base = json.loads((Path(__file__).resolve().parents[1] / "configs" / "digits_int8.json").read_text())
+    base["training"].update(seed=args.seed, epochs=args.epochs)
+    rows = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        shared_reference = None
+        for name, compression in RECIPES.items():
+            out = Path(tmp) / name
+            if shared_reference is not None:  # every recipe compresses the very same reference
+                out.mkdir()
+                (out / REFERENCE).write_bytes(shared_reference.read_bytes())
+            started = time.perf_counter()
+            results = run({**base, "compression": compression}, out)
+            shared_reference = out / REFERENCE
+            f32 = next(r for r in results["openvino"]["runs"] if r["requested_precision"] == "f32")
+            rows[name] = {
+                "reference_accuracy": results["reference"]["accuracy"],
+                "compressed_accuracy": results["compressed"]["accuracy"],
+                "mismatches": results["mismatches"],
+                "mismatches_reference_correct": results["mismatches_reference_correct"],
+                "ir_f32_mismatches": f32["mismatches"],
+                "ir_f32_compressed_accuracy": f32["compressed"]["accuracy"],
+                "torch_vs_ir_top1_disagreements": f32["source_vs_ir"]["compressed"]["top1_disagreements"],
+                "num_samples": results["num_samples"],
+                "wall_seconds": time.perf_counter() - started,
+            }
+            print(name, rows[name], file=sys.stderr)
+    report = {"seed": args.seed, "epochs": args.epochs, "recipes": rows}
+    write_json(report, args.output)
+    plot(rows, args.output.with_suffix(".png"))
+    print(f"wrote {args.output} and {args.output.with_suffix('.png')}")
+    return 0
+
+
+def plot(rows: dict, path: Path) -> None:
+    names = list(rows)
+    xs = range(len(names))
+    fig, ax = plt.subplots(figsize=(7, 3.5))
+    ax.bar([x - 0.2 for x in xs], [rows[n]["mismatches"] for n in names], width=0.4, label="PyTorch")
+    ax.bar([x + 0.2 for x in xs], [rows[n]["ir_f32_mismatches"] for n in names], width=0.4, label="OpenVINO CPU f32")
+    ax.set_xticks(list(xs), names)
+    ax.set_ylabel(f"mismatches of {next(iter(rows.values()))['num_samples']}")
+    ax.set_title("Label flips vs FP32 reference, digits")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

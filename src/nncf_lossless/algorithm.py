@@ -1,0 +1,67 @@
+"""What the controller expects of every compression algorithm.
+
+An algorithm is built by its registry entry from validated config parameters. The controller
+calls, in this order:
+
+1. ``apply(model, ctx)`` once, on a fresh model, to insert NNCF's modules (skipped on restore,
+   where ``nncf.torch.load_from_config`` re-inserts them from the checkpoint);
+2. ``attach(model, ctx)`` on both paths, to bind schedules and losses to the model's modules;
+3. ``load_state_dict`` on restore;
+
+then, during training, ``loss`` once per batch, ``step`` before each batch and ``epoch_step``
+at the start of each epoch (NNCF 2's convention), and ``statistics`` / ``state_dict`` whenever
+asked.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Iterable, Protocol
+
+import torch
+from torch import nn
+
+
+@dataclass
+class CompressionContext:
+    """What algorithms may use besides the model.
+
+    ``calibration_data`` yields batches (a tensor, or a tuple/list whose first item is the input);
+    it is ``None`` when the model is restored from a checkpoint. ``reference`` is the frozen FP32
+    model the compressed one must agree with. ``epochs`` and ``steps_per_epoch`` describe the
+    planned training, for schedules stated as fractions of it (``None`` if unknown).
+    """
+
+    example_input: torch.Tensor
+    reference: nn.Module
+    calibration_data: Iterable[Any] | None = None
+    epochs: int | None = None
+    steps_per_epoch: int | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class Algorithm(Protocol):
+    name: str
+
+    def apply(self, model: nn.Module, ctx: CompressionContext) -> nn.Module: ...
+
+    def attach(self, model: nn.Module, ctx: CompressionContext) -> None: ...
+
+    def loss(self, outputs: torch.Tensor, targets: torch.Tensor | None, inputs: torch.Tensor | None) -> torch.Tensor | None:
+        """Extra loss terms of this algorithm, or ``None`` if it adds none."""
+        ...
+
+    def step(self) -> None: ...
+
+    def epoch_step(self) -> None: ...
+
+    def statistics(self) -> dict[str, Any]: ...
+
+    def state_dict(self) -> dict[str, Any]: ...
+
+    def load_state_dict(self, state: dict[str, Any]) -> None: ...
+
+
+def batch_inputs(batch: Any) -> torch.Tensor:
+    """The model input of a batch: the batch itself, or the first item of an ``(x, y, ...)`` batch."""
+    return batch[0] if isinstance(batch, (tuple, list)) else batch

@@ -1,0 +1,4 @@
+"""Built-in compression entries; importing this package registers them."""
+
+from nncf_lossless.algorithms import pruning as pruning
+from nncf_lossless.algorithms import quantization as quantization

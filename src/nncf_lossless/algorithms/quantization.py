@@ -1,0 +1,118 @@
+"""The ``quantization`` entry: NNCF 3 post-training quantization, then fine-tuning (QAT).
+
+``nncf.quantize`` inserts NNCF's trainable FakeQuantize modules and calibrates their ranges; the
+trainer (or the user's loop) then fine-tunes weights and ranges together. ``weights.bits`` /
+``activations.bits`` below 8 switch the quantizers to low-bit after calibration
+(:mod:`nncf_lossless.algorithms.low_bit`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import nncf
+import torch
+from nncf.torch.quantization.layers import BaseQuantizer
+from torch import nn
+
+from nncf_lossless import registry
+from nncf_lossless.algorithm import CompressionContext, batch_inputs
+from nncf_lossless.algorithms import low_bit
+from nncf_lossless.algorithms.scopes import IGNORED_SCOPE_SCHEMA, to_ignored_scope
+from nncf_lossless.errors import ConfigError
+
+_BITS = {"type": "object", "additionalProperties": False, "default": {},
+         "properties": {"bits": {"type": "integer", "minimum": 2, "maximum": 8, "default": 8}}}
+
+SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "additionalProperties": False,
+    "required": ["algorithm"],
+    "properties": {
+        "algorithm": {"const": "quantization"},
+        "preset": {"enum": ["performance", "mixed"], "default": "performance"},
+        "target_device": {"enum": ["ANY", "CPU", "GPU", "NPU", "CPU_SPR"], "default": "ANY"},
+        "subset_size": {"type": "integer", "minimum": 1, "default": 300},
+        "fast_bias_correction": {"type": "boolean", "default": True},
+        "model_type": {"enum": [None, "transformer"], "default": None},
+        "ignored_scope": IGNORED_SCOPE_SCHEMA,
+        "weights": _BITS,
+        "activations": _BITS,
+    },
+}
+
+
+@dataclass
+class Quantization:
+    params: dict[str, Any]
+    name: str = "quantization"
+    model: nn.Module | None = field(default=None, repr=False)
+    low_bit_changed: dict[str, int] = field(default_factory=dict)
+
+    def apply(self, model: nn.Module, ctx: CompressionContext) -> nn.Module:
+        if ctx.calibration_data is None:
+            raise ConfigError("algorithm: quantization needs calibration_data")
+        p = self.params
+        try:
+            model = nncf.quantize(
+                model,
+                nncf.Dataset(ctx.calibration_data, batch_inputs),
+                preset=nncf.QuantizationPreset(p["preset"]),
+                target_device=nncf.TargetDevice[p["target_device"]],
+                subset_size=_items_for(p["subset_size"], ctx.calibration_data),
+                fast_bias_correction=p["fast_bias_correction"],
+                model_type=nncf.ModelType(p["model_type"]) if p["model_type"] else None,
+                ignored_scope=to_ignored_scope(p.get("ignored_scope")),
+            )
+        except nncf.ValidationError as err:
+            # NNCF's message for an ignored_scope naming nodes that do not exist; keep it on one line.
+            raise ConfigError("ignored_scope: " + " ".join(str(err).split())) from err
+        self.low_bit_changed = low_bit.set_bits(
+            model,
+            ctx.reference,
+            ctx.example_input,
+            ctx.calibration_data,
+            weight_bits=p["weights"]["bits"],
+            activation_bits=p["activations"]["bits"],
+        )
+        return model
+
+    def attach(self, model: nn.Module, ctx: CompressionContext) -> None:
+        self.model = model
+
+    def loss(self, outputs: torch.Tensor, targets: torch.Tensor | None, inputs: torch.Tensor | None) -> None:
+        return None
+
+    def step(self) -> None:
+        pass
+
+    def epoch_step(self) -> None:
+        pass
+
+    def statistics(self) -> dict[str, Any]:
+        bits: dict[int, int] = {}
+        for module in self.model.modules() if self.model is not None else []:
+            if isinstance(module, BaseQuantizer):
+                bits[module.num_bits] = bits.get(module.num_bits, 0) + 1
+        return {
+            "num_quantizers": sum(bits.values()),
+            "quantizers_by_bits": {str(b): n for b, n in sorted(bits.items())},
+            "weights_bits": self.params["weights"]["bits"],
+            "activations_bits": self.params["activations"]["bits"],
+        }
+
+    def state_dict(self) -> dict[str, Any]:
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        pass
+
+
+def _items_for(samples: int, data: Any) -> int:
+    """NNCF counts dataset items; ours are batches, while ``subset_size`` counts samples as in NNCF 2."""
+    batch_size = getattr(data, "batch_size", None) or 1
+    return max(1, -(-samples // batch_size))
+
+
+registry.register(registry.Entry("quantization", SCHEMA, Quantization, stage=20))

@@ -1,0 +1,124 @@
+"""``nncf-lossless``: train, demo, export and validate-config.
+
+User errors (:class:`~nncf_lossless.errors.UserError`) print one line, ``error: ...``, and exit
+with status 2; anything else is a bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import Any, Sequence
+
+from nncf_lossless.errors import UserError
+
+DEMO_CONFIG = "digits_int8.json"
+
+
+def configs_dir() -> Path:
+    """The shipped configs (the repository's ``configs/``, linked into the package so wheels carry it)."""
+    return Path(__file__).parent / "configs"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    _quiet_third_party_logs()
+    try:
+        return args.func(args)
+    except UserError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted; rerun with --resume to continue from the last checkpoint", file=sys.stderr)
+        return 130
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="nncf-lossless", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(required=True, metavar="COMMAND")
+
+    p = sub.add_parser("train", help="train/load the FP32 reference, compress, fine-tune, evaluate, export")
+    p.add_argument("--config", required=True, type=Path)
+    p.add_argument("--output-dir", required=True, type=Path)
+    p.add_argument("--resume", action="store_true", help="continue from OUTPUT_DIR/checkpoint.pt")
+    p.set_defaults(func=_train)
+
+    p = sub.add_parser("demo", help=f"the main job on the bundled digits data ({DEMO_CONFIG})")
+    p.add_argument("--output-dir", type=Path, default=Path("nncf-lossless-demo"))
+    p.add_argument("--resume", action="store_true")
+    p.set_defaults(func=_demo)
+
+    p = sub.add_parser("export", help="write reference.xml and compressed.xml from a training checkpoint")
+    p.add_argument("--config", required=True, type=Path)
+    p.add_argument("--checkpoint", required=True, type=Path, help="checkpoint.pt of a train run")
+    p.add_argument("--output-dir", required=True, type=Path)
+    p.set_defaults(func=_export)
+
+    p = sub.add_parser("validate-config", help="check a config and print it with defaults filled in")
+    p.add_argument("config", type=Path)
+    p.set_defaults(func=_validate)
+    return parser
+
+
+def _train(args: argparse.Namespace) -> int:
+    from nncf_lossless.trainer import run
+
+    results = run(args.config, args.output_dir, resume=args.resume)
+    _print_summary(results, args.output_dir)
+    return 0
+
+
+def _demo(args: argparse.Namespace) -> int:
+    args.config = configs_dir() / DEMO_CONFIG
+    return _train(args)
+
+
+def _export(args: argparse.Namespace) -> int:
+    from nncf_lossless.trainer import export_from_checkpoint
+
+    paths = export_from_checkpoint(args.config, args.checkpoint, args.output_dir)
+    for role, path in paths.items():
+        print(f"{role}: {path}")
+    return 0
+
+
+def _validate(args: argparse.Namespace) -> int:
+    import json
+
+    from nncf_lossless.config import load_config
+
+    print(json.dumps(load_config(args.config), indent=2))
+    return 0
+
+
+def _print_summary(results: dict[str, Any], out: Path) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"{results['num_samples']} test samples; the reference always runs in f32",
+                  caption="mismatches: compressed label != reference label; ref-right: of those, the reference was right")
+    for col in ("run", "precision", "ref acc", "comp acc", "mismatches", "ref-right"):
+        table.add_column(col, justify="right" if col != "run" else "left")
+
+    def row(name: str, precision: str, r: dict[str, Any]) -> None:
+        table.add_row(name, precision, f"{100 * r['reference']['accuracy']:.2f}%", f"{100 * r['compressed']['accuracy']:.2f}%",
+                      str(r["mismatches"]), str(r["mismatches_reference_correct"]))
+
+    row("PyTorch", "f32", results)
+    for r in results.get("openvino", {}).get("runs", []):
+        row(f"OpenVINO {r['device']}", r["precision"], r)
+    Console().print(table)
+    print(f"results: {out / 'results.json'}")
+
+
+def _quiet_third_party_logs() -> None:
+    # torch warns about a missing CUDA runtime on every CPU-only import of NNCF's extensions.
+    logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

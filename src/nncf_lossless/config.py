@@ -1,0 +1,201 @@
+"""Loading and validating nncf-lossless configs.
+
+A config has NNCF 2's shape: ``input_info`` and a ``compression`` list of
+``{"algorithm": NAME, ...}`` entries, plus the sections the built-in trainer reads (``model``,
+``dataset``, ``training``, ``export``). Each compression entry is checked against the JSON Schema
+its registry entry declares. :func:`load_config` returns a new dict with every default filled in,
+so the rest of the code never guesses a default; errors are one line naming the JSON path and the
+rule broken, e.g. ``compression[1].ratio: 1.5 is greater than or equal to the maximum of 1``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import json
+from pathlib import Path
+from typing import Any, Iterator
+
+import jsonschema
+import yaml
+
+from nncf_lossless import registry
+from nncf_lossless.errors import ConfigError
+
+_POS_INT = {"type": "integer", "minimum": 1}
+_NUMBERS = {"type": ["array", "null"], "items": {"type": "number"}, "minItems": 1, "default": None}
+_OPTIMIZER = {
+    "optimizer": {"enum": ["sgd", "adam", "adamw"], "default": "adam"},
+    "lr": {"type": "number", "exclusiveMinimum": 0},
+    "momentum": {"type": "number", "minimum": 0, "maximum": 1, "default": 0.9},
+    "weight_decay": {"type": "number", "minimum": 0, "default": 0.0},
+    "lr_schedule": {"enum": ["constant", "cosine"], "default": "cosine"},
+}
+
+TOP_LEVEL_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "additionalProperties": False,
+    "required": ["input_info", "compression"],
+    "properties": {
+        "description": {"type": "string"},
+        "input_info": {
+            "type": "object",
+            "additionalProperties": False,
+            "required": ["sample_size"],
+            "properties": {"sample_size": {"type": "array", "items": _POS_INT, "minItems": 2}},
+        },
+        "model": {
+            "type": "object",
+            "additionalProperties": False,
+            "default": {},
+            "properties": {
+                "name": {"type": "string", "default": "digits_cnn"},
+                # FP32 reference weights (a state dict saved with torch.save); trained if absent.
+                "checkpoint": {"type": ["string", "null"], "default": None},
+            },
+        },
+        "dataset": {
+            "type": "object",
+            "additionalProperties": False,
+            "default": {},
+            "properties": {
+                "name": {"enum": ["digits", "image_folder"], "default": "digits"},
+                "path": {"type": "string"},
+                "test_fraction": {"type": "number", "exclusiveMinimum": 0, "exclusiveMaximum": 1, "default": 0.25},
+                "image_size": {**_POS_INT, "type": ["integer", "null"], "default": None},
+                "mean": _NUMBERS,
+                "std": _NUMBERS,
+                "augment": {"type": "boolean", "default": True},
+                "max_train_samples": {**_POS_INT, "type": ["integer", "null"], "default": None},
+                "max_test_samples": {**_POS_INT, "type": ["integer", "null"], "default": None},
+            },
+            "if": {"properties": {"name": {"const": "image_folder"}}, "required": ["name"]},
+            "then": {"required": ["path"]},
+        },
+        "training": {
+            "type": "object",
+            "additionalProperties": False,
+            "default": {},
+            "properties": {
+                "seed": {"type": "integer", "minimum": 0, "default": 0},
+                "epochs": {**_POS_INT, "default": 3},
+                "batch_size": {**_POS_INT, "default": 64},
+                "eval_batch_size": {**_POS_INT, "default": 256},
+                "num_workers": {"type": "integer", "minimum": 0, "default": 0},
+                **_OPTIMIZER,
+                "lr": {**_OPTIMIZER["lr"], "default": 1e-4},
+                "reference": {
+                    "type": "object",
+                    "additionalProperties": False,
+                    "default": {},
+                    "properties": {
+                        "epochs": {**_POS_INT, "default": 20},
+                        **_OPTIMIZER,
+                        "lr": {**_OPTIMIZER["lr"], "default": 1e-3},
+                    },
+                },
+            },
+        },
+        "export": {
+            "type": "object",
+            "additionalProperties": False,
+            "default": {},
+            "properties": {
+                "enabled": {"type": "boolean", "default": True},
+                "dir": {"type": "string", "default": "ir"},
+                # Batch dimension of the IR input: an integer for a static shape, null for dynamic.
+                "batch": {"type": ["integer", "null"], "minimum": 1, "default": None},
+            },
+        },
+        "compression": {
+            "type": "array",
+            "items": {"type": "object", "required": ["algorithm"], "properties": {"algorithm": {"type": "string"}}},
+        },
+    },
+}
+
+
+def load_config(source: str | Path | dict[str, Any]) -> dict[str, Any]:
+    """Reads (JSON or YAML) and validates a config; returns a copy with all defaults filled in.
+
+    Raises :class:`ConfigError` with a one-line message on any problem.
+    """
+    raw = read_config_file(Path(source)) if isinstance(source, (str, Path)) else copy.deepcopy(source)
+    return validate(raw)
+
+
+def read_config_file(path: Path) -> dict[str, Any]:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as err:
+        raise ConfigError(f"{path}: cannot read config ({err.strerror or err})") from err
+    try:
+        data = yaml.safe_load(text) if path.suffix.lower() in (".yaml", ".yml") else json.loads(text)
+    except json.JSONDecodeError as err:
+        raise ConfigError(f"{path}: invalid JSON at line {err.lineno} column {err.colno}: {err.msg}") from err
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f" at line {mark.line + 1} column {mark.column + 1}" if mark else ""
+        raise ConfigError(f"{path}: invalid YAML{where}: {getattr(err, 'problem', None) or err}") from err
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: a config must be a mapping at the top level, got {type(data).__name__}")
+    return data
+
+
+def validate(raw: dict[str, Any]) -> dict[str, Any]:
+    config = copy.deepcopy(raw)
+    # NNCF 2 accepted a single entry in place of a list.
+    if isinstance(config.get("compression"), dict):
+        config["compression"] = [config["compression"]]
+    _check(TOP_LEVEL_SCHEMA, config, [])
+    seen: dict[str, int] = {}
+    for i, entry in enumerate(config["compression"]):
+        name = entry["algorithm"]
+        spec = registry.get(name)
+        if spec is None:
+            raise ConfigError(f"compression[{i}].algorithm: unknown algorithm {name!r}; known: {', '.join(registry.known())}")
+        if name in seen:
+            raise ConfigError(f"compression[{i}].algorithm: {name!r} is already given in compression[{seen[name]}]")
+        seen[name] = i
+        _check(spec.schema, entry, ["compression", i])
+        fill_defaults(spec.schema, entry)
+        with entry_errors(i):
+            spec.build(entry)  # cross-field rules the schema cannot state
+    fill_defaults(TOP_LEVEL_SCHEMA, config)
+    return config
+
+
+@contextlib.contextmanager
+def entry_errors(index: int) -> Iterator[None]:
+    """Prefixes a ConfigError raised for an entry (relative to it) with ``compression[index].``."""
+    try:
+        yield
+    except ConfigError as err:
+        raise ConfigError(f"compression[{index}].{err}") from err
+
+
+def fill_defaults(schema: dict[str, Any], instance: Any) -> None:
+    """Adds the schema's ``default`` of every absent property, recursively, in place."""
+    if not isinstance(instance, dict):
+        return
+    for key, sub in schema.get("properties", {}).items():
+        if key not in instance and "default" in sub:
+            instance[key] = copy.deepcopy(sub["default"])
+        if key in instance:
+            fill_defaults(sub, instance[key])
+
+
+def json_path(parts: list[str | int]) -> str:
+    out = ""
+    for part in parts:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out or "config"
+
+
+def _check(schema: dict[str, Any], instance: Any, prefix: list[str | int]) -> None:
+    errors = list(jsonschema.Draft202012Validator(schema).iter_errors(instance))
+    if not errors:
+        return
+    err = jsonschema.exceptions.best_match(errors)
+    more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
+    raise ConfigError(f"{json_path(prefix + list(err.absolute_path))}: {err.message}{more}")

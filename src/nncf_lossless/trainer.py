@@ -1,0 +1,246 @@
+"""The built-in trainer: an optional loop over the controller.
+
+``run(config, output_dir)`` trains (or loads) the FP32 reference, compresses it through
+:func:`create_compressed_model`, fine-tunes, evaluates both models, exports the IR pair and runs
+it on OpenVINO CPU. The output directory holds::
+
+    config.json       the validated config the run started with
+    reference.pt      FP32 reference weights
+    checkpoint.pt     last finished epoch (controller state, optimizer, RNG): --resume starts here
+    results.json      accuracies, mismatches, flip matrix, history, OpenVINO results
+    ir/               reference.xml, compressed.xml
+
+Every file is written atomically. A resumed run continues from the last checkpoint and, given
+the same config, ends with the same weights as an uninterrupted one: the data order and
+augmentation come from torch's global RNG, whose state is checkpointed.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from torch import nn
+from torch.utils.data import DataLoader
+
+from nncf_lossless.checker import check_pair
+from nncf_lossless.checkpoint import load_checkpoint, save_checkpoint, write_json
+from nncf_lossless.config import load_config
+from nncf_lossless.controller import CompressionController, create_compressed_model
+from nncf_lossless.data import DataBundle, load_dataset
+from nncf_lossless.errors import ConfigError
+from nncf_lossless.metrics import compare
+from nncf_lossless.models import build_model
+
+CHECKPOINT = "checkpoint.pt"
+REFERENCE = "reference.pt"
+RESULTS = "results.json"
+CONFIG = "config.json"
+
+
+@dataclass
+class Loaders:
+    train: DataLoader
+    test: DataLoader
+    calibration: DataLoader
+
+
+def run(config: dict[str, Any] | str | Path, output_dir: str | Path, *, resume: bool = False,
+        console: Console | None = None) -> dict[str, Any]:
+    """Runs the whole job and returns the results that are also written to ``results.json``."""
+    config = load_config(config)
+    out = Path(output_dir)
+    console = console or Console(stderr=True)
+    _check_run_dir(config, out, resume)
+    train_cfg = config["training"]
+    seed_everything(train_cfg["seed"])
+    data = load_dataset(config["dataset"], seed=train_cfg["seed"])
+    _check_sample_size(config, data)
+    loaders = make_loaders(data, train_cfg)
+    write_json(config, out / CONFIG)
+
+    model = build_model(config["model"], num_classes=len(data.class_names), in_channels=data.sample_size[1])
+    reference_seconds = _load_or_train_reference(model, config, loaders, out, console)
+    ref_logits, labels = predict(model, loaders.test)
+
+    state = load_checkpoint(out / CHECKPOINT) if resume and (out / CHECKPOINT).exists() else None
+    if resume and state is None:
+        console.print(f"[yellow]no checkpoint in {out}; starting the compressed fine-tuning from the beginning")
+    epochs = train_cfg["epochs"]
+    ctrl, cmodel = create_compressed_model(
+        model, config, calibration_data=loaders.calibration, compression_state=state["ctrl"] if state else None,
+        epochs=epochs, steps_per_epoch=len(loaders.train),
+    )
+    optimizer = make_optimizer(ctrl.model.parameters(), train_cfg)
+    lr_schedule = make_lr_schedule(optimizer, train_cfg, epochs * len(loaders.train))
+    history: list[dict[str, Any]] = []
+    start_epoch = 0
+    if state is not None:
+        optimizer.load_state_dict(state["optimizer"])
+        lr_schedule.load_state_dict(state["lr_schedule"])
+        torch.set_rng_state(state["rng"])
+        history, start_epoch = state["history"], int(state["epoch"])
+        console.print(f"resumed from {out / CHECKPOINT} after epoch {start_epoch}")
+
+    started = time.perf_counter()
+    for epoch in range(start_epoch, epochs):
+        loss = fit_epoch(cmodel, loaders.train, optimizer, lr_schedule, ctrl, console,
+                         description=f"QAT epoch {epoch + 1}/{epochs}")
+        comp_logits, _ = predict(cmodel, loaders.test)
+        metrics = compare(ref_logits, comp_logits, labels)
+        history.append({"epoch": epoch + 1, "train_loss": loss, "compressed_accuracy": metrics["compressed"]["accuracy"],
+                        "mismatches": metrics["mismatches"], "statistics": ctrl.statistics()})
+        save_checkpoint({"epoch": epoch + 1, "ctrl": ctrl.state_dict(), "optimizer": optimizer.state_dict(),
+                         "lr_schedule": lr_schedule.state_dict(), "rng": torch.get_rng_state(), "history": history},
+                        out / CHECKPOINT)
+    fine_tune_seconds = time.perf_counter() - started
+
+    comp_logits, _ = predict(cmodel, loaders.test)
+    results: dict[str, Any] = {**compare(ref_logits, comp_logits, labels), "statistics": ctrl.statistics(),
+                               "history": history,
+                               "timing": {"reference_training_seconds": reference_seconds,
+                                          "fine_tuning_seconds_this_run": fine_tune_seconds}}
+    if config["export"]["enabled"]:
+        results["openvino"] = export_and_check(ctrl, data, loaders, out, (ref_logits, comp_logits), labels)
+    write_json(results, out / RESULTS)
+    return results
+
+
+def export_and_check(ctrl: CompressionController, data: DataBundle, loaders: Loaders, out: Path,
+                     torch_logits: tuple[np.ndarray, np.ndarray], labels: np.ndarray) -> dict[str, Any]:
+    """Exports the IR pair and measures it on OpenVINO CPU at f32 and at the CPU's default precision."""
+    paths = ctrl.export(out / ctrl.config["export"]["dir"],
+                        metadata={"class_names": data.class_names, "mean": data.mean, "std": data.std})
+    inputs = torch.cat([x for x, _ in loaders.test]).numpy()
+    runs = check_pair(paths["reference"], paths["compressed"], inputs, labels, source_logits=torch_logits)
+    return {"reference_ir": str(paths["reference"]), "compressed_ir": str(paths["compressed"]), "runs": runs}
+
+
+def export_from_checkpoint(config: dict[str, Any] | str | Path, checkpoint: str | Path,
+                           out_dir: str | Path) -> dict[str, Path]:
+    """Rebuilds the compressed model of a training checkpoint and exports its IR pair."""
+    config = load_config(config)
+    data = load_dataset(config["dataset"], seed=config["training"]["seed"])
+    model = build_model(config["model"], num_classes=len(data.class_names), in_channels=data.sample_size[1])
+    state = load_checkpoint(Path(checkpoint))
+    if "ctrl" not in state:
+        raise ConfigError(f"--checkpoint: {checkpoint} is not a training checkpoint (no 'ctrl' entry)")
+    ctrl, _ = create_compressed_model(model, config, compression_state=state["ctrl"])
+    return ctrl.export(Path(out_dir), metadata={"class_names": data.class_names, "mean": data.mean, "std": data.std})
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def make_loaders(data: DataBundle, train_cfg: dict[str, Any]) -> Loaders:
+    workers = train_cfg["num_workers"]
+    return Loaders(
+        train=DataLoader(data.train, batch_size=train_cfg["batch_size"], shuffle=True, num_workers=workers),
+        test=DataLoader(data.test, batch_size=train_cfg["eval_batch_size"], num_workers=workers),
+        calibration=DataLoader(data.calibration, batch_size=train_cfg["batch_size"], num_workers=workers),
+    )
+
+
+def make_optimizer(params: Any, cfg: dict[str, Any]) -> torch.optim.Optimizer:
+    if cfg["optimizer"] == "sgd":
+        return torch.optim.SGD(params, lr=cfg["lr"], momentum=cfg["momentum"], weight_decay=cfg["weight_decay"])
+    cls = torch.optim.Adam if cfg["optimizer"] == "adam" else torch.optim.AdamW
+    return cls(params, lr=cfg["lr"], weight_decay=cfg["weight_decay"])
+
+
+def make_lr_schedule(optimizer: torch.optim.Optimizer, cfg: dict[str, Any], total_steps: int) -> torch.optim.lr_scheduler.LRScheduler:
+    if cfg["lr_schedule"] == "cosine":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(total_steps, 1))
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0)
+
+
+def progress_bar(console: Console) -> Progress:
+    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("loss {task.fields[loss]:.4f}"),
+                    TimeElapsedColumn(), TimeRemainingColumn(), console=console, transient=True,
+                    disable=not console.is_terminal)
+
+
+def fit_epoch(model: nn.Module, loader: DataLoader, optimizer: torch.optim.Optimizer,
+              lr_schedule: torch.optim.lr_scheduler.LRScheduler, ctrl: CompressionController | None,
+              console: Console, description: str) -> float:
+    """One epoch of cross-entropy plus the controller's terms; returns the mean training loss."""
+    model.train()
+    if ctrl is not None:
+        ctrl.scheduler.epoch_step()
+    total, count = 0.0, 0
+    with progress_bar(console) as bar:
+        task = bar.add_task(description, total=len(loader), loss=0.0)
+        for x, y in loader:
+            if ctrl is not None:
+                ctrl.scheduler.step()
+            out = model(x)
+            loss = F.cross_entropy(out, y)
+            if ctrl is not None:
+                loss = loss + ctrl.loss(out, y, x)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            lr_schedule.step()
+            total, count = total + loss.item() * len(y), count + len(y)
+            bar.update(task, advance=1, loss=total / count)
+    return total / max(count, 1)
+
+
+@torch.no_grad()
+def predict(model: nn.Module, loader: DataLoader) -> tuple[np.ndarray, np.ndarray]:
+    was_training = model.training
+    model.eval()
+    try:
+        pairs = [(model(x), y) for x, y in loader]
+    finally:
+        model.train(was_training)
+    return torch.cat([p[0] for p in pairs]).numpy(), torch.cat([p[1] for p in pairs]).numpy()
+
+
+def _load_or_train_reference(model: nn.Module, config: dict[str, Any], loaders: Loaders, out: Path,
+                             console: Console) -> float:
+    """Loads the FP32 reference (``model.checkpoint``, or this run's ``reference.pt``) or trains it."""
+    given = config["model"]["checkpoint"]
+    if given and not Path(given).is_file():
+        raise ConfigError(f"model.checkpoint: {given} does not exist")
+    path = Path(given) if given else out / REFERENCE
+    if path.exists():
+        state = load_checkpoint(path)
+        try:
+            model.load_state_dict(state.get("state_dict", state))
+        except (RuntimeError, TypeError, AttributeError) as err:
+            first = str(err).strip().splitlines()[-1].strip() if str(err).strip() else type(err).__name__
+            raise ConfigError(f"model.checkpoint: {path} does not fit model {config['model']['name']!r} ({first})") from err
+        return 0.0
+    ref_cfg = config["training"]["reference"]
+    optimizer = make_optimizer(model.parameters(), ref_cfg)
+    lr_schedule = make_lr_schedule(optimizer, ref_cfg, ref_cfg["epochs"] * len(loaders.train))
+    started = time.perf_counter()
+    for epoch in range(ref_cfg["epochs"]):
+        fit_epoch(model, loaders.train, optimizer, lr_schedule, None, console,
+                  description=f"FP32 reference epoch {epoch + 1}/{ref_cfg['epochs']}")
+    save_checkpoint({"state_dict": model.state_dict()}, path)
+    return time.perf_counter() - started
+
+
+def _check_run_dir(config: dict[str, Any], out: Path, resume: bool) -> None:
+    saved = out / CONFIG
+    if resume and saved.exists() and load_config(saved) != config:
+        raise ConfigError(f"--resume: the config differs from {saved}, the one this run started with")
+
+
+def _check_sample_size(config: dict[str, Any], data: DataBundle) -> None:
+    given = list(config["input_info"]["sample_size"])
+    if given[1:] != list(data.sample_size[1:]):
+        raise ConfigError(f"input_info.sample_size: {given} does not match the dataset's samples {list(data.sample_size)}")

@@ -1,0 +1,207 @@
+"""The controller on real NNCF: QAT, low-bit QAT, pruning, prune-then-quantize, state round trips."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+import torch.nn.functional as F
+from nncf.torch.quantization.layers import BaseQuantizer
+from torch import nn
+
+from nncf_lossless import create_compressed_model
+from nncf_lossless.algorithms.low_bit import quantizers
+from nncf_lossless.checkpoint import load_checkpoint, save_checkpoint
+
+from conftest import digits_config
+
+
+def _config(*entries):
+    return digits_config(compression=list(entries))
+
+
+def _fine_tune(ctrl, model, loader, epochs=2, lr=1e-3):
+    """A hand-written loop over the controller; returns the mean loss of each epoch."""
+    optimizer = torch.optim.Adam(model.parameters(), lr=lr)
+    losses = []
+    for _ in range(epochs):
+        ctrl.scheduler.epoch_step()
+        model.train()
+        total, n = 0.0, 0
+        for x, y in loader:
+            ctrl.scheduler.step()
+            out = model(x)
+            loss = F.cross_entropy(out, y) + ctrl.loss(out, y, x)
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            total, n = total + loss.item() * len(y), n + len(y)
+        losses.append(total / n)
+    return losses
+
+
+@torch.no_grad()
+def _logits(model, dataset):
+    model.eval()
+    return model(torch.stack([dataset[i][0] for i in range(len(dataset))]))
+
+
+def _undertrained(reference):
+    """Pushes the reference off its optimum, so that fine-tuning has loss to remove."""
+    with torch.no_grad():
+        for p in reference.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    return reference
+
+
+def test_qat_inserts_nncf_quantizers_and_fine_tuning_reduces_loss(reference, calibration, train_loader):
+    torch.manual_seed(0)
+    ctrl, model = create_compressed_model(_undertrained(reference), _config({"algorithm": "quantization"}),
+                                          calibration_data=calibration)
+    assert sum(isinstance(m, BaseQuantizer) for m in model.modules()) >= 5
+    assert ctrl.loss().item() == 0.0, "quantization adds no loss term"
+    losses = _fine_tune(ctrl, model, train_loader, epochs=3)
+    assert losses[-1] < losses[0]
+    stats = ctrl.statistics()
+    assert stats["epoch"] == 3 and stats["quantization"]["quantizers_by_bits"] == {"8": stats["quantization"]["num_quantizers"]}
+
+
+def test_reference_is_a_frozen_copy(reference, calibration):
+    before = {k: v.clone() for k, v in reference.state_dict().items()}
+    ctrl, model = create_compressed_model(reference, _config({"algorithm": "quantization"}), calibration_data=calibration)
+    assert ctrl.reference is not model and not ctrl.reference.training
+    assert all(not p.requires_grad for p in ctrl.reference.parameters())
+    assert all(torch.equal(before[k], v) for k, v in ctrl.reference.state_dict().items())
+
+
+def test_four_bit_qat_sets_bits_and_reinitialised_ranges_beat_8bit_ranges(reference, calibration, digits):
+    cfg8 = _config({"algorithm": "quantization"})
+    cfg4 = _config({"algorithm": "quantization", "weights": {"bits": 4}, "activations": {"bits": 4}})
+    _, model8 = create_compressed_model(copy.deepcopy(reference), cfg8, calibration_data=calibration)
+    ctrl4, model4 = create_compressed_model(copy.deepcopy(reference), cfg4, calibration_data=calibration)
+    assert ctrl4.statistics()["quantization"]["quantizers_by_bits"] == {"4": ctrl4.statistics()["quantization"]["num_quantizers"]}
+    example = torch.ones(1, 1, 8, 8)
+    found = quantizers(model4, example)
+    assert any(w for _, w in found.values()) and any(not w for _, w in found.values())
+    for q, is_weight in found.values():
+        assert q.levels == (15 if is_weight else 16)  # narrow-range signed weights, unsigned activations
+    # The same model with its 8-bit (min/max) ranges merely switched to 4 bits, no re-initialisation:
+    naive = copy.deepcopy(model8)
+    for m in naive.modules():
+        if isinstance(m, BaseQuantizer):
+            m.num_bits = 4
+    ref = _logits(reference, digits.test)
+    err_reinit = (_logits(model4, digits.test) - ref).pow(2).mean()
+    err_naive = (_logits(naive, digits.test) - ref).pow(2).mean()
+    assert err_reinit < err_naive
+
+
+@pytest.mark.parametrize("mode", ["UNSTRUCTURED_MAGNITUDE_LOCAL", "UNSTRUCTURED_MAGNITUDE_GLOBAL"])
+def test_magnitude_pruning_follows_the_multistep_schedule(reference, calibration, train_loader, mode):
+    entry = {"algorithm": "pruning", "mode": mode, "ratio": 0.6,
+             "schedule": {"type": "multistep", "steps": {"0": 0.3, "1": 0.6}}}
+    ctrl, model = create_compressed_model(_undertrained(reference), _config(entry), calibration_data=calibration)
+    ratios = []
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+    losses = []
+    for _ in range(3):
+        ctrl.scheduler.epoch_step()
+        ratios.append(round(ctrl.statistics()["pruning"]["pruned_ratio"], 2))
+        losses.append(_fine_tune_epoch(ctrl, model, train_loader, optimizer))
+    assert ratios == [0.3, 0.6, 0.6]
+    assert losses[-1] < losses[0]
+
+
+def _fine_tune_epoch(ctrl, model, loader, optimizer):
+    model.train()
+    total, n = 0.0, 0
+    for x, y in loader:
+        out = model(x)
+        loss = F.cross_entropy(out, y) + ctrl.loss(out, y, x)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        total, n = total + loss.item() * len(y), n + len(y)
+    return total / n
+
+
+def test_regularization_based_pruning_adds_nncf_rb_loss(reference, calibration, train_loader):
+    entry = {"algorithm": "pruning", "mode": "UNSTRUCTURED_REGULARIZATION_BASED", "ratio": 0.5}
+    ctrl, model = create_compressed_model(reference, _config(entry), calibration_data=calibration)
+    # NNCF's RBLoss: ((kept fraction - (1 - target)) / p)^2 = ((1 - 0.5) / 0.05)^2 with every weight kept.
+    assert ctrl.loss(torch.zeros(1)).item() == pytest.approx(100.0)
+    masks = [p for n, p in model.named_parameters() if n.endswith(".mask")]
+    assert masks, "RB pruning trains its masks as parameters of the model"
+    # Masks start at logit(0.99); a high mask learning rate lets a short test see them cross zero.
+    weights = [p for n, p in model.named_parameters() if not n.endswith(".mask")]
+    optimizer = torch.optim.Adam([{"params": weights, "lr": 1e-3}, {"params": masks, "lr": 0.5}])
+    ctrl.scheduler.epoch_step()
+    _fine_tune_epoch(ctrl, model, train_loader, optimizer)
+    assert ctrl.loss(torch.zeros(1)).item() < 100.0
+    assert ctrl.statistics()["pruning"]["pruned_ratio"] > 0
+
+
+def test_batch_norm_adaptation_changes_running_stats_after_pruning(reference, calibration):
+    entry = {"algorithm": "pruning", "ratio": 0.7}
+    _, plain = create_compressed_model(copy.deepcopy(reference), _config(entry), calibration_data=calibration)
+    entry_bn = {**entry, "batch_norm_adaptation": {"enabled": True}}
+    _, adapted = create_compressed_model(copy.deepcopy(reference), _config(entry_bn), calibration_data=calibration)
+    bn_plain = [m.running_mean for m in plain.modules() if isinstance(m, nn.BatchNorm2d)]
+    bn_adapted = [m.running_mean for m in adapted.modules() if isinstance(m, nn.BatchNorm2d)]
+    assert not all(torch.equal(a, b) for a, b in zip(bn_plain, bn_adapted))
+
+
+def test_prune_then_quantize_in_one_config(reference, calibration, train_loader, digits):
+    # Listed quantization first on purpose: entries are applied in their stage order, pruning first.
+    cfg = _config({"algorithm": "quantization"}, {"algorithm": "pruning", "ratio": 0.5})
+    ctrl, model = create_compressed_model(_undertrained(reference), cfg, calibration_data=calibration)
+    assert [a.name for a in ctrl.algorithms] == ["pruning", "quantization"]
+    losses = _fine_tune(ctrl, model, train_loader, epochs=2)
+    assert losses[-1] < losses[0]
+    stats = ctrl.statistics()
+    assert stats["pruning"]["pruned_ratio"] == pytest.approx(0.5, abs=0.01)
+    assert stats["quantization"]["num_quantizers"] >= 5
+
+
+@pytest.mark.parametrize("entries", [
+    [{"algorithm": "quantization", "weights": {"bits": 4}, "activations": {"bits": 4}}],
+    [{"algorithm": "pruning", "ratio": 0.4, "schedule": {"type": "exponential", "initial_ratio": 0.1, "target_epoch": 3}},
+     {"algorithm": "quantization"}],
+    [{"algorithm": "pruning", "mode": "UNSTRUCTURED_REGULARIZATION_BASED", "schedule": {"type": "multistep", "steps": {"0": 0.2, "1": 0.4}}}],
+], ids=["int4", "exp-pruning+int8", "rb-multistep"])
+def test_state_dict_round_trip_restores_outputs_and_schedules(tmp_path, reference, calibration, train_loader, digits, entries):
+    cfg = _config(*entries)
+    ctrl, model = create_compressed_model(copy.deepcopy(reference), cfg, calibration_data=calibration)
+    _fine_tune(ctrl, model, train_loader, epochs=2)
+    save_checkpoint(ctrl.state_dict(), tmp_path / "ctrl.pt")
+    state = load_checkpoint(tmp_path / "ctrl.pt")  # weights_only=True
+    ctrl2, model2 = create_compressed_model(copy.deepcopy(reference), cfg, compression_state=state)
+    assert torch.equal(_logits(model, digits.test), _logits(model2, digits.test))
+    assert ctrl2.statistics() == ctrl.statistics()
+    # One more epoch on both continues identically: the schedules resumed where they were.
+    ctrl.scheduler.epoch_step()
+    ctrl2.scheduler.epoch_step()
+    assert ctrl2.statistics() == ctrl.statistics()
+
+
+def test_sequential_models_are_wrapped_for_nncf(calibration):
+    seq = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 10))
+    ctrl, model = create_compressed_model(seq, _config({"algorithm": "quantization"}), calibration_data=calibration)
+    assert model(torch.zeros(2, 1, 8, 8)).shape == (2, 10)
+
+
+def test_quantization_without_calibration_data_is_a_config_error(reference):
+    from nncf_lossless.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"^compression\[0\]\.algorithm: quantization needs calibration_data$"):
+        create_compressed_model(reference, _config({"algorithm": "quantization"}))
+
+
+def test_unknown_ignored_scope_name_is_a_one_line_config_error(reference, calibration):
+    from nncf_lossless.errors import ConfigError
+
+    entry = {"algorithm": "quantization", "ignored_scope": {"names": ["no/such/node"]}}
+    with pytest.raises(ConfigError, match=r"^compression\[0\]\.ignored_scope: .*no/such/node") as err:
+        create_compressed_model(reference, _config(entry), calibration_data=calibration)
+    assert "\n" not in str(err.value)
