@@ -8,12 +8,11 @@ import sys
 
 import pytest
 import yaml
+from conftest import REPO, digits_config
 
 from nncf_lossless import registry
 from nncf_lossless.config import load_config
 from nncf_lossless.errors import ConfigError
-
-from conftest import REPO, digits_config
 
 SHIPPED = sorted(p for p in (REPO / "configs").iterdir() if p.suffix in (".json", ".yaml", ".yml"))
 
@@ -114,3 +113,26 @@ def test_cli_prints_one_line_and_no_traceback(tmp_path, raw, message):
     assert proc.stderr.strip().splitlines()[-1] == f"error: {message}"
     assert "Traceback" not in proc.stderr
     assert not (tmp_path / "out" / "checkpoint.pt").exists()
+
+
+@pytest.mark.parametrize("override,check", [
+    ("training.epochs=7", lambda c: c["training"]["epochs"] == 7),
+    ("compression[0].weights.bits=4", lambda c: c["compression"][0]["weights"]["bits"] == 4),
+    ("dataset.path=some dir/data.zip", lambda c: c["dataset"]["path"] == "some dir/data.zip"),
+    ('dataset.mean=[0.5]', lambda c: c["dataset"]["mean"] == [0.5]),
+])
+def test_overrides_apply_before_validation(override, check):
+    assert check(load_config(digits_config(), [override]))
+
+
+@pytest.mark.parametrize("override,message", [
+    ("training.epochs", "--set training.epochs: expected KEY=VALUE"),
+    ("a..b=1", "--set a..b=1: expected KEY=VALUE"),
+    ("compression[5].ratio=0.1", "--set compression[5].ratio=0.1: compression[5] does not exist"),
+    ("training.epochs=-1", "training.epochs: -1 is less than the minimum of 1"),
+    ("training.epohcs=1", "training: Additional properties are not allowed ('epohcs' was unexpected)"),
+])
+def test_bad_overrides_are_one_line_errors(override, message):
+    with pytest.raises(ConfigError) as err:
+        load_config(digits_config(), [override])
+    assert str(err.value).startswith(message)

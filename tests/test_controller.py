@@ -7,14 +7,13 @@ import copy
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import REPO, digits_config
 from nncf.torch.quantization.layers import BaseQuantizer
 from torch import nn
 
 from nncf_lossless import create_compressed_model
 from nncf_lossless.algorithms.low_bit import quantizers
 from nncf_lossless.checkpoint import load_checkpoint, save_checkpoint
-
-from conftest import digits_config
 
 
 def _config(*entries):
@@ -27,18 +26,22 @@ def _fine_tune(ctrl, model, loader, epochs=2, lr=1e-3):
     losses = []
     for _ in range(epochs):
         ctrl.scheduler.epoch_step()
-        model.train()
-        total, n = 0.0, 0
-        for x, y in loader:
-            ctrl.scheduler.step()
-            out = model(x)
-            loss = F.cross_entropy(out, y) + ctrl.loss(out, y, x)
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-            total, n = total + loss.item() * len(y), n + len(y)
-        losses.append(total / n)
+        losses.append(_fine_tune_epoch(ctrl, model, loader, optimizer))
     return losses
+
+
+def _fine_tune_epoch(ctrl, model, loader, optimizer):
+    model.train()
+    total, n = 0.0, 0
+    for x, y in loader:
+        ctrl.scheduler.step()
+        out = model(x)
+        loss = F.cross_entropy(out, y) + ctrl.loss(out, y, x)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        total, n = total + loss.item() * len(y), n + len(y)
+    return total / n
 
 
 @torch.no_grad()
@@ -111,19 +114,6 @@ def test_magnitude_pruning_follows_the_multistep_schedule(reference, calibration
         losses.append(_fine_tune_epoch(ctrl, model, train_loader, optimizer))
     assert ratios == [0.3, 0.6, 0.6]
     assert losses[-1] < losses[0]
-
-
-def _fine_tune_epoch(ctrl, model, loader, optimizer):
-    model.train()
-    total, n = 0.0, 0
-    for x, y in loader:
-        out = model(x)
-        loss = F.cross_entropy(out, y) + ctrl.loss(out, y, x)
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-        total, n = total + loss.item() * len(y), n + len(y)
-    return total / n
 
 
 def test_regularization_based_pruning_adds_nncf_rb_loss(reference, calibration, train_loader):
@@ -205,3 +195,22 @@ def test_unknown_ignored_scope_name_is_a_one_line_config_error(reference, calibr
     with pytest.raises(ConfigError, match=r"^compression\[0\]\.ignored_scope: .*no/such/node") as err:
         create_compressed_model(reference, _config(entry), calibration_data=calibration)
     assert "\n" not in str(err.value)
+
+
+SHIPPED = sorted(p for p in (REPO / "configs").iterdir() if p.suffix in (".json", ".yaml"))
+
+
+@pytest.mark.parametrize("path", SHIPPED, ids=lambda p: p.name)
+def test_every_shipped_config_builds_its_compressed_model(path):
+    """The model and compression of each shipped config, on synthetic inputs of its input_info shape."""
+    from nncf_lossless.config import load_config
+    from nncf_lossless.models import build_model
+
+    config = load_config(path)
+    shape = config["input_info"]["sample_size"]
+    torch.manual_seed(0)
+    model = build_model(config["model"], num_classes=10, in_channels=shape[1]).eval()
+    calibration = [torch.randn(8, *shape[1:]) for _ in range(2)]
+    ctrl, compressed = create_compressed_model(model, config, calibration_data=calibration)
+    assert sorted(a.name for a in ctrl.algorithms) == sorted(e["algorithm"] for e in config["compression"])
+    assert compressed(torch.randn(2, *shape[1:])).shape == (2, 10)

@@ -9,12 +9,11 @@ import numpy as np
 import openvino as ov
 import pytest
 import torch
+from conftest import digits_config
 
 from nncf_lossless import create_compressed_model
 from nncf_lossless.metrics import top1_margin
 from nncf_lossless.ov_runner import compile_ir, infer
-
-from conftest import digits_config
 
 # An IR may change the top-1 class of a PyTorch model only where PyTorch itself nearly ties:
 # at most this many digits test samples (of 450), each with a top-1 margin below NEAR_TIE.
@@ -94,7 +93,10 @@ def test_rt_info_tells_a_deployment_what_it_needs(tmp_path, reference, calibrati
     _, _, paths = _export(tmp_path, reference, calibration, [{"algorithm": "quantization"}])
     for role, path in paths.items():
         model = ov.Core().read_model(path)
-        info = lambda key: model.get_rt_info(["nncf_lossless", key]).astype(str)  # noqa: E731
+
+        def info(key, model=model):
+            return model.get_rt_info(["nncf_lossless", key]).astype(str)
+
         assert info("role") == role
         assert info("reference_ir") == "reference.xml" and info("compressed_ir") == "compressed.xml"
         assert json.loads(info("class_names")) == [str(i) for i in range(10)]

@@ -11,12 +11,11 @@ import time
 
 import pytest
 import torch
+from conftest import digits_config
 
 from nncf_lossless.checkpoint import load_checkpoint
 from nncf_lossless.errors import ConfigError
 from nncf_lossless.trainer import CHECKPOINT, run
-
-from conftest import digits_config
 
 
 def _cli(*args, timeout=300):

@@ -7,8 +7,9 @@ reference always runs in true FP32; the compressed IR runs at each requested pre
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import openvino as ov

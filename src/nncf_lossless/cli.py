@@ -10,8 +10,9 @@ import argparse
 import logging
 import os
 import sys
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from nncf_lossless.errors import UserError
 
@@ -44,29 +45,40 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--config", required=True, type=Path)
     p.add_argument("--output-dir", required=True, type=Path)
     p.add_argument("--resume", action="store_true", help="continue from OUTPUT_DIR/checkpoint.pt")
+    _add_set(p)
     p.set_defaults(func=_train)
 
     p = sub.add_parser("demo", help=f"the main job on the bundled digits data ({DEMO_CONFIG})")
     p.add_argument("--output-dir", type=Path, default=Path("nncf-lossless-demo"))
     p.add_argument("--resume", action="store_true")
+    _add_set(p)
     p.set_defaults(func=_demo)
 
     p = sub.add_parser("export", help="write reference.xml and compressed.xml from a training checkpoint")
     p.add_argument("--config", required=True, type=Path)
     p.add_argument("--checkpoint", required=True, type=Path, help="checkpoint.pt of a train run")
     p.add_argument("--output-dir", required=True, type=Path)
+    _add_set(p)
     p.set_defaults(func=_export)
 
     p = sub.add_parser("validate-config", help="check a config and print it with defaults filled in")
     p.add_argument("config", type=Path)
+    _add_set(p)
     p.set_defaults(func=_validate)
     return parser
+
+
+def _add_set(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="overrides",
+                   help="override a config value, e.g. --set training.epochs=1 --set compression[0].ratio=0.7")
 
 
 def _train(args: argparse.Namespace) -> int:
     from nncf_lossless.trainer import run
 
-    results = run(args.config, args.output_dir, resume=args.resume)
+    from nncf_lossless.config import load_config
+
+    results = run(load_config(args.config, args.overrides), args.output_dir, resume=args.resume)
     _print_summary(results, args.output_dir)
     return 0
 
@@ -79,7 +91,9 @@ def _demo(args: argparse.Namespace) -> int:
 def _export(args: argparse.Namespace) -> int:
     from nncf_lossless.trainer import export_from_checkpoint
 
-    paths = export_from_checkpoint(args.config, args.checkpoint, args.output_dir)
+    from nncf_lossless.config import load_config
+
+    paths = export_from_checkpoint(load_config(args.config, args.overrides), args.checkpoint, args.output_dir)
     for role, path in paths.items():
         print(f"{role}: {path}")
     return 0
@@ -90,7 +104,7 @@ def _validate(args: argparse.Namespace) -> int:
 
     from nncf_lossless.config import load_config
 
-    print(json.dumps(load_config(args.config), indent=2))
+    print(json.dumps(load_config(args.config, args.overrides), indent=2))
     return 0
 
 

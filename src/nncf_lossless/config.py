@@ -13,8 +13,10 @@ from __future__ import annotations
 import contextlib
 import copy
 import json
+import re
+from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import jsonschema
 import yaml
@@ -115,13 +117,41 @@ TOP_LEVEL_SCHEMA: dict[str, Any] = {
 }
 
 
-def load_config(source: str | Path | dict[str, Any]) -> dict[str, Any]:
+def load_config(source: str | Path | dict[str, Any], overrides: Sequence[str] = ()) -> dict[str, Any]:
     """Reads (JSON or YAML) and validates a config; returns a copy with all defaults filled in.
 
+    ``overrides`` are ``KEY=VALUE`` strings (``training.epochs=1``, ``compression[0].ratio=0.7``)
+    applied before validation; VALUE is read as JSON, or taken as a string if it is not JSON.
     Raises :class:`ConfigError` with a one-line message on any problem.
     """
     raw = read_config_file(Path(source)) if isinstance(source, (str, Path)) else copy.deepcopy(source)
+    for override in overrides:
+        apply_override(raw, override)
     return validate(raw)
+
+
+_OVERRIDE_KEY = re.compile(r"[A-Za-z_]\w*(\[\d+\])*(\.[A-Za-z_]\w*(\[\d+\])*)*")
+
+
+def apply_override(config: dict[str, Any], override: str) -> None:
+    key, sep, text = override.partition("=")
+    if not sep or not _OVERRIDE_KEY.fullmatch(key):
+        raise ConfigError(f"--set {override}: expected KEY=VALUE with KEY like training.epochs or compression[0].ratio")
+    parts: list[str | int] = [int(i) if i else name for name, i in re.findall(r"(\w+)|\[(\d+)\]", key)]
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError:
+        value = text
+    node: Any = config
+    for i, part in enumerate(parts[:-1]):
+        try:
+            node = node.setdefault(part, {}) if isinstance(part, str) and isinstance(node, dict) else node[part]
+        except (IndexError, KeyError, TypeError):
+            raise ConfigError(f"--set {override}: {json_path(parts[: i + 1])} does not exist") from None
+    try:
+        node[parts[-1]] = value
+    except (IndexError, TypeError):
+        raise ConfigError(f"--set {override}: {json_path(parts)} does not exist") from None
 
 
 def read_config_file(path: Path) -> dict[str, Any]:

@@ -18,14 +18,15 @@ from __future__ import annotations
 
 import copy
 import json
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 import nncf.torch
-from nncf.torch.function_hook.wrapper import is_wrapped
 import torch
+from nncf.torch.function_hook.wrapper import is_wrapped
 from torch import nn
 
 from nncf_lossless import registry

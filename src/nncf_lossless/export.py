@@ -18,9 +18,9 @@ from typing import Any
 
 import nncf
 import nncf.torch
-from nncf.torch.function_hook.wrapper import is_wrapped
 import openvino as ov
 import torch
+from nncf.torch.function_hook.wrapper import is_wrapped
 from nncf.torch.quantization.layers import BaseQuantizer
 from torch import nn
 
@@ -56,7 +56,8 @@ def export_pair(
     out_dir.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=out_dir, prefix=".export-") as tmp:
         written = {}
-        for role, xml, net in (("reference", REFERENCE_IR, reference), ("compressed", COMPRESSED_IR, _stripped(model, example_input))):
+        pairs = (("reference", REFERENCE_IR, reference), ("compressed", COMPRESSED_IR, _stripped(model, example_input)))
+        for role, xml, net in pairs:
             ov_model = _convert(net, example_input, shape)
             info = {**common, "role": role, "reference_ir": REFERENCE_IR, "compressed_ir": COMPRESSED_IR}
             _set_rt_info(ov_model, info, metadata)

@@ -11,8 +11,9 @@ ever look entries up here.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from nncf_lossless.algorithm import Algorithm
@@ -22,7 +23,7 @@ if TYPE_CHECKING:
 class Entry:
     name: str
     schema: dict[str, Any]
-    build: Callable[[dict[str, Any]], "Algorithm"]
+    build: Callable[[dict[str, Any]], Algorithm]
     stage: int
 
 

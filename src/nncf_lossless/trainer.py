@@ -159,15 +159,17 @@ def make_optimizer(params: Any, cfg: dict[str, Any]) -> torch.optim.Optimizer:
     return cls(params, lr=cfg["lr"], weight_decay=cfg["weight_decay"])
 
 
-def make_lr_schedule(optimizer: torch.optim.Optimizer, cfg: dict[str, Any], total_steps: int) -> torch.optim.lr_scheduler.LRScheduler:
+def make_lr_schedule(optimizer: torch.optim.Optimizer, cfg: dict[str, Any],
+                     total_steps: int) -> torch.optim.lr_scheduler.LRScheduler:
     if cfg["lr_schedule"] == "cosine":
         return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(total_steps, 1))
     return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0)
 
 
 def progress_bar(console: Console) -> Progress:
-    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("loss {task.fields[loss]:.4f}"),
-                    TimeElapsedColumn(), TimeRemainingColumn(), console=console, transient=True,
+    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                    TextColumn("loss {task.fields[loss]:.4f}"), TimeElapsedColumn(), TimeRemainingColumn(),
+                    console=console, transient=True,
                     disable=not console.is_terminal)
 
 

@@ -12,7 +12,8 @@ from the reference than plain min/max does.
 
 from __future__ import annotations
 
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 import torch
 from nncf.torch.function_hook.hook_storage import decode_hook_name
