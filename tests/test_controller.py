@@ -158,7 +158,8 @@ def test_prune_then_quantize_in_one_config(reference, calibration, train_loader,
     [{"algorithm": "quantization", "weights": {"bits": 4}, "activations": {"bits": 4}}],
     [{"algorithm": "pruning", "ratio": 0.4, "schedule": {"type": "exponential", "initial_ratio": 0.1, "target_epoch": 3}},
      {"algorithm": "quantization"}],
-    [{"algorithm": "pruning", "mode": "UNSTRUCTURED_REGULARIZATION_BASED", "schedule": {"type": "multistep", "steps": {"0": 0.2, "1": 0.4}}}],
+    [{"algorithm": "pruning", "mode": "UNSTRUCTURED_REGULARIZATION_BASED",
+      "schedule": {"type": "multistep", "steps": {"0": 0.2, "1": 0.4}}}],
 ], ids=["int4", "exp-pruning+int8", "rb-multistep"])
 def test_state_dict_round_trip_restores_outputs_and_schedules(tmp_path, reference, calibration, train_loader, digits, entries):
     cfg = _config(*entries)

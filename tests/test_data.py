@@ -243,7 +243,9 @@ def make_zip(path: Path, members: dict[str, bytes], symlinks: tuple[str, ...] = 
 
 
 # "ok/../inside.txt" would land inside dest, but '..' is refused outright, like absolute names.
-@pytest.mark.parametrize("bad", ["../evil.txt", "ok/../../evil.txt", "..\\evil.txt", "ok/../inside.txt", "ABSOLUTE", "C:/evil.txt"])
+@pytest.mark.parametrize(
+    "bad", ["../evil.txt", "ok/../../evil.txt", "..\\evil.txt", "ok/../inside.txt", "ABSOLUTE", "C:/evil.txt"]
+)
 def test_zip_escapes_are_rejected_and_nothing_is_written(tmp_path, bad):
     outside = tmp_path / "out"
     outside.mkdir()

@@ -89,6 +89,19 @@ def test_resume_refuses_a_changed_config(tmp_path):
         run(digits_config(training={"epochs": 2, "reference": {"epochs": 1}}), tmp_path, resume=True)
 
 
+def test_a_directory_holding_a_run_is_resumed_overwritten_or_refused(tmp_path):
+    config = digits_config(training={"epochs": 1, "reference": {"epochs": 1}}, export={"enabled": False})
+    run(config, tmp_path)
+    with pytest.raises(ConfigError, match=r"--output-dir: .* already holds a run \(config.json, reference.pt, "
+                                          r"checkpoint.pt, results.json\); pass --resume"):
+        run(config, tmp_path)
+    first = load_checkpoint(tmp_path / CHECKPOINT)
+    (tmp_path / CHECKPOINT).write_bytes(b"stale")
+    run(config, tmp_path, overwrite=True)  # starts over: the stale checkpoint is not read
+    again = load_checkpoint(tmp_path / CHECKPOINT)
+    assert all(torch.equal(v, again["ctrl"]["model"][k]) for k, v in first["ctrl"]["model"].items())
+
+
 @pytest.mark.parametrize("section,message", [
     ({"dataset": {"name": "image_folder", "path": "/no/such/data.zip"}}, "dataset.path: /no/such/data.zip does not exist"),
     ({"input_info": {"sample_size": [1, 3, 32, 32]}},
@@ -116,7 +129,8 @@ def test_a_reference_checkpoint_of_another_model_is_a_one_line_error(tmp_path):
     path.write_text(json.dumps(digits_config(model={"name": "digits_cnn", "checkpoint": str(tmp_path / "r20.pt")})))
     proc = _cli("train", "--config", path, "--output-dir", tmp_path / "out")
     assert proc.returncode == 2
-    assert proc.stderr.strip().splitlines()[-1].startswith(f"error: model.checkpoint: {tmp_path / 'r20.pt'} does not fit model 'digits_cnn'")
+    expected = f"error: model.checkpoint: {tmp_path / 'r20.pt'} does not fit model 'digits_cnn'"
+    assert proc.stderr.strip().splitlines()[-1].startswith(expected)
 
 
 def test_cli_export_rebuilds_the_ir_pair_from_a_checkpoint(tmp_path):

@@ -19,8 +19,11 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+import nncf
 import torch
 from torch import nn
+
+from nncf_lossless.errors import ConfigError
 
 
 @dataclass
@@ -39,6 +42,15 @@ class CompressionContext:
     epochs: int | None = None
     steps_per_epoch: int | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+
+    def nncf_dataset(self, what: str) -> nncf.Dataset:
+        """The calibration data as an ``nncf.Dataset`` of model inputs on the model's device."""
+        if self.calibration_data is None:
+            raise ConfigError(f"{what} needs calibration_data")
+        return nncf.Dataset(self.calibration_data, self.inputs_of)
+
+    def inputs_of(self, batch: Any) -> torch.Tensor:
+        return batch_inputs(batch).to(self.example_input.device)
 
 
 class Algorithm(Protocol):

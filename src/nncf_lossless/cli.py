@@ -44,15 +44,16 @@ def _parser() -> argparse.ArgumentParser:
     p = sub.add_parser("train", help="train/load the FP32 reference, compress, fine-tune, evaluate, export")
     p.add_argument("--config", required=True, type=Path)
     p.add_argument("--output-dir", required=True, type=Path)
-    p.add_argument("--resume", action="store_true", help="continue from OUTPUT_DIR/checkpoint.pt")
+    _add_run_mode(p)
     _add_set(p)
     p.set_defaults(func=_train)
 
     p = sub.add_parser("demo", help=f"the main job on the bundled digits data ({DEMO_CONFIG})")
     p.add_argument("--output-dir", type=Path, default=Path("nncf-lossless-demo"))
-    p.add_argument("--resume", action="store_true")
+    _add_run_mode(p)
     _add_set(p)
-    p.set_defaults(func=_demo)
+    # A demo rerun starts over rather than asking; --resume still continues.
+    p.set_defaults(func=_demo, overwrite=True)
 
     p = sub.add_parser("export", help="write reference.xml and compressed.xml from a training checkpoint")
     p.add_argument("--config", required=True, type=Path)
@@ -68,6 +69,12 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _add_run_mode(p: argparse.ArgumentParser) -> None:
+    mode = p.add_mutually_exclusive_group()
+    mode.add_argument("--resume", action="store_true", help="continue the run in OUTPUT_DIR from its last checkpoint")
+    mode.add_argument("--overwrite", action="store_true", help="start over in an OUTPUT_DIR that holds a run")
+
+
 def _add_set(p: argparse.ArgumentParser) -> None:
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="overrides",
                    help="override a config value, e.g. --set training.epochs=1 --set compression[0].ratio=0.7")
@@ -78,7 +85,8 @@ def _train(args: argparse.Namespace) -> int:
 
     from nncf_lossless.config import load_config
 
-    results = run(load_config(args.config, args.overrides), args.output_dir, resume=args.resume)
+    results = run(load_config(args.config, args.overrides), args.output_dir, resume=args.resume,
+                  overwrite=args.overwrite)
     _print_summary(results, args.output_dir)
     return 0
 

@@ -84,6 +84,8 @@ TOP_LEVEL_SCHEMA: dict[str, Any] = {
                 "batch_size": {**_POS_INT, "default": 64},
                 "eval_batch_size": {**_POS_INT, "default": 256},
                 "num_workers": {"type": "integer", "minimum": 0, "default": 0},
+                # "auto": CUDA when torch sees a GPU, else CPU.
+                "device": {"enum": ["auto", "cpu", "cuda"], "default": "auto"},
                 **_OPTIMIZER,
                 "lr": {**_OPTIMIZER["lr"], "default": 1e-4},
                 "reference": {

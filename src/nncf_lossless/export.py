@@ -9,6 +9,7 @@ shape and normalisation, the config, and which IR is the reference of which.
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import tempfile
@@ -89,6 +90,8 @@ def _stripped(model: nn.Module, example_input: torch.Tensor) -> nn.Module:
 
 
 def _convert(net: nn.Module, example_input: torch.Tensor, shape: list[int]) -> ov.Model:
+    if example_input.device.type != "cpu":
+        net, example_input = copy.deepcopy(net).cpu(), example_input.cpu()
     was_training = net.training
     net.eval()
     try:

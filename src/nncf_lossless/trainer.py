@@ -54,12 +54,16 @@ class Loaders:
 
 
 def run(config: dict[str, Any] | str | Path, output_dir: str | Path, *, resume: bool = False,
-        console: Console | None = None) -> dict[str, Any]:
-    """Runs the whole job and returns the results that are also written to ``results.json``."""
+        overwrite: bool = False, console: Console | None = None) -> dict[str, Any]:
+    """Runs the whole job and returns the results that are also written to ``results.json``.
+
+    An output directory that already holds a run is continued with ``resume``, started over
+    with ``overwrite`` (its reference, checkpoint and results are discarded), and refused otherwise.
+    """
     config = load_config(config)
     out = Path(output_dir)
     console = console or Console(stderr=True)
-    _check_run_dir(config, out, resume)
+    _prepare_run_dir(config, out, resume, overwrite)
     train_cfg = config["training"]
     seed_everything(train_cfg["seed"])
     data = load_dataset(config["dataset"], seed=train_cfg["seed"])
@@ -67,7 +71,8 @@ def run(config: dict[str, Any] | str | Path, output_dir: str | Path, *, resume: 
     loaders = make_loaders(data, train_cfg)
     write_json(config, out / CONFIG)
 
-    model = build_model(config["model"], num_classes=len(data.class_names), in_channels=data.sample_size[1])
+    device = resolve_device(train_cfg["device"])
+    model = build_model(config["model"], num_classes=len(data.class_names), in_channels=data.sample_size[1]).to(device)
     reference_seconds = _load_or_train_reference(model, config, loaders, out, console)
     ref_logits, labels = predict(model, loaders.test)
 
@@ -130,11 +135,18 @@ def export_from_checkpoint(config: dict[str, Any] | str | Path, checkpoint: str 
     config = load_config(config)
     data = load_dataset(config["dataset"], seed=config["training"]["seed"])
     model = build_model(config["model"], num_classes=len(data.class_names), in_channels=data.sample_size[1])
+    model.to(resolve_device(config["training"]["device"]))
     state = load_checkpoint(Path(checkpoint))
     if "ctrl" not in state:
         raise ConfigError(f"--checkpoint: {checkpoint} is not a training checkpoint (no 'ctrl' entry)")
     ctrl, _ = create_compressed_model(model, config, compression_state=state["ctrl"])
     return ctrl.export(Path(out_dir), metadata={"class_names": data.class_names, "mean": data.mean, "std": data.std})
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("training.device: 'cuda' asked for, but torch sees no CUDA device")
+    return torch.device("cuda" if name == "cuda" or (name == "auto" and torch.cuda.is_available()) else "cpu")
 
 
 def seed_everything(seed: int) -> None:
@@ -178,12 +190,14 @@ def fit_epoch(model: nn.Module, loader: DataLoader, optimizer: torch.optim.Optim
               console: Console, description: str) -> float:
     """One epoch of cross-entropy plus the controller's terms; returns the mean training loss."""
     model.train()
+    device = next(model.parameters()).device
     if ctrl is not None:
         ctrl.scheduler.epoch_step()
     total, count = 0.0, 0
     with progress_bar(console) as bar:
         task = bar.add_task(description, total=len(loader), loss=0.0)
         for x, y in loader:
+            x, y = x.to(device), y.to(device)
             if ctrl is not None:
                 ctrl.scheduler.step()
             out = model(x)
@@ -204,7 +218,8 @@ def predict(model: nn.Module, loader: DataLoader) -> tuple[np.ndarray, np.ndarra
     was_training = model.training
     model.eval()
     try:
-        pairs = [(model(x), y) for x, y in loader]
+        device = next(model.parameters()).device
+        pairs = [(model(x.to(device)).cpu(), y) for x, y in loader]
     finally:
         model.train(was_training)
     return torch.cat([p[0] for p in pairs]).numpy(), torch.cat([p[1] for p in pairs]).numpy()
@@ -236,10 +251,18 @@ def _load_or_train_reference(model: nn.Module, config: dict[str, Any], loaders: 
     return time.perf_counter() - started
 
 
-def _check_run_dir(config: dict[str, Any], out: Path, resume: bool) -> None:
+def _prepare_run_dir(config: dict[str, Any], out: Path, resume: bool, overwrite: bool) -> None:
     saved = out / CONFIG
-    if resume and saved.exists() and load_config(saved) != config:
-        raise ConfigError(f"--resume: the config differs from {saved}, the one this run started with")
+    if resume:
+        if saved.exists() and load_config(saved) != config:
+            raise ConfigError(f"--resume: the config differs from {saved}, the one this run started with")
+        return
+    previous = [name for name in (CONFIG, REFERENCE, CHECKPOINT, RESULTS) if (out / name).exists()]
+    if previous and not overwrite:
+        raise ConfigError(f"--output-dir: {out} already holds a run ({', '.join(previous)}); "
+                          "pass --resume to continue it or --overwrite to start over")
+    for name in previous:
+        (out / name).unlink()
 
 
 def _check_sample_size(config: dict[str, Any], data: DataBundle) -> None:

@@ -13,7 +13,6 @@ from the reference than plain min/max does.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Any
 
 import torch
 from nncf.torch.function_hook.hook_storage import decode_hook_name
@@ -23,7 +22,6 @@ from nncf.torch.model_graph_manager import get_const_node
 from nncf.torch.quantization.layers import AsymmetricQuantizer, BaseQuantizer, SymmetricQuantizer
 from torch import nn
 
-from nncf_lossless.algorithm import batch_inputs
 
 SHRINK_GRID = [round(0.3 + 0.05 * i, 2) for i in range(15)]  # 0.30 ... 1.00
 # Calibration samples the search runs on: enough for a stable output MSE, cheap to re-run per factor.
@@ -48,7 +46,7 @@ def set_bits(
     model: nn.Module,
     reference: nn.Module,
     example_input: torch.Tensor,
-    calibration_data: Iterable[Any],
+    calibration_inputs: Iterable[torch.Tensor],
     *,
     weight_bits: int,
     activation_bits: int,
@@ -64,17 +62,17 @@ def set_bits(
             q.num_bits = bits
             changed.append((q, is_weight))
     if changed:
-        _search_ranges(model, reference, [q for q, _ in changed], _samples(calibration_data))
+        _search_ranges(model, reference, [q for q, _ in changed], _samples(calibration_inputs))
     return {
         "weight_quantizers": sum(w for _, w in changed),
         "activation_quantizers": sum(not w for _, w in changed),
     }
 
 
-def _samples(data: Iterable[Any]) -> torch.Tensor:
+def _samples(inputs: Iterable[torch.Tensor]) -> torch.Tensor:
     xs, n = [], 0
-    for batch in data:
-        xs.append(batch_inputs(batch))
+    for x in inputs:
+        xs.append(x)
         n += len(xs[-1])
         if n >= SEARCH_SAMPLES:
             break

@@ -26,7 +26,7 @@ from nncf.torch.function_hook.pruning.statistics import pruning_statistic
 from torch import nn
 
 from nncf_lossless import registry
-from nncf_lossless.algorithm import CompressionContext, batch_inputs
+from nncf_lossless.algorithm import CompressionContext
 from nncf_lossless.algorithms.scopes import IGNORED_SCOPE_SCHEMA, to_ignored_scope
 from nncf_lossless.errors import ConfigError
 
@@ -109,9 +109,7 @@ class Pruning:
             raise ConfigError("ignored_scope: " + " ".join(str(err).split())) from err
         bn = self.params["batch_norm_adaptation"]
         if bn["enabled"]:
-            if ctx.calibration_data is None:
-                raise ConfigError("batch_norm_adaptation: needs calibration_data")
-            nncf.batch_norm_adaptation(model, nncf.Dataset(ctx.calibration_data, batch_inputs),
+            nncf.batch_norm_adaptation(model, ctx.nncf_dataset("batch_norm_adaptation"),
                                        num_iterations=bn["num_iterations"])
         return model
 

@@ -17,7 +17,7 @@ from nncf.torch.quantization.layers import BaseQuantizer
 from torch import nn
 
 from nncf_lossless import registry
-from nncf_lossless.algorithm import CompressionContext, batch_inputs
+from nncf_lossless.algorithm import CompressionContext
 from nncf_lossless.algorithms import low_bit
 from nncf_lossless.algorithms.scopes import IGNORED_SCOPE_SCHEMA, to_ignored_scope
 from nncf_lossless.errors import ConfigError
@@ -51,13 +51,12 @@ class Quantization:
     low_bit_changed: dict[str, int] = field(default_factory=dict)
 
     def apply(self, model: nn.Module, ctx: CompressionContext) -> nn.Module:
-        if ctx.calibration_data is None:
-            raise ConfigError("algorithm: quantization needs calibration_data")
+        dataset = ctx.nncf_dataset("algorithm: quantization")
         p = self.params
         try:
             model = nncf.quantize(
                 model,
-                nncf.Dataset(ctx.calibration_data, batch_inputs),
+                dataset,
                 preset=nncf.QuantizationPreset(p["preset"]),
                 target_device=nncf.TargetDevice[p["target_device"]],
                 subset_size=_items_for(p["subset_size"], ctx.calibration_data),
@@ -72,7 +71,7 @@ class Quantization:
             model,
             ctx.reference,
             ctx.example_input,
-            ctx.calibration_data,
+            dataset.get_inference_data(),
             weight_bits=p["weights"]["bits"],
             activation_bits=p["activations"]["bits"],
         )
