@@ -96,6 +96,7 @@ def run(config: dict[str, Any] | str | Path, output_dir: str | Path, *, resume: 
         console.print(f"resumed from {out / CHECKPOINT} after epoch {start_epoch}")
 
     started = time.perf_counter()
+    comp_logits = None
     for epoch in range(start_epoch, epochs):
         loss = fit_epoch(cmodel, loaders.train, optimizer, lr_schedule, ctrl, console,
                          description=f"QAT epoch {epoch + 1}/{epochs}")
@@ -108,7 +109,8 @@ def run(config: dict[str, Any] | str | Path, output_dir: str | Path, *, resume: 
                         out / CHECKPOINT)
     fine_tune_seconds = time.perf_counter() - started
 
-    comp_logits, _ = predict(cmodel, loaders.test)
+    if comp_logits is None:  # resumed after the last epoch: nothing was evaluated in this process
+        comp_logits, _ = predict(cmodel, loaders.test)
     results: dict[str, Any] = {**compare(ref_logits, comp_logits, labels), "statistics": ctrl.statistics(),
                                "history": history,
                                "timing": {"reference_training_seconds": reference_seconds,
