@@ -16,7 +16,7 @@ asked.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 import nncf
@@ -41,7 +41,6 @@ class CompressionContext:
     calibration_data: Iterable[Any] | None = None
     epochs: int | None = None
     steps_per_epoch: int | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
 
     def nncf_dataset(self, what: str) -> nncf.Dataset:
         """The calibration data as an ``nncf.Dataset`` of model inputs on the model's device."""

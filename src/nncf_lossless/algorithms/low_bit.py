@@ -50,23 +50,16 @@ def set_bits(
     *,
     weight_bits: int,
     activation_bits: int,
-) -> dict[str, int]:
-    """Sets the bits of every quantizer and re-initialises the ranges of those that changed.
-
-    Returns how many weight and activation quantizers changed bits.
-    """
-    changed: list[tuple[BaseQuantizer, bool]] = []
+) -> None:
+    """Sets the bits of every quantizer and re-initialises the ranges of those that changed."""
+    changed = []
     for q, is_weight in quantizers(model, example_input).values():
         bits = weight_bits if is_weight else activation_bits
         if q.num_bits != bits:
             q.num_bits = bits
-            changed.append((q, is_weight))
+            changed.append(q)
     if changed:
-        _search_ranges(model, reference, [q for q, _ in changed], _samples(calibration_inputs))
-    return {
-        "weight_quantizers": sum(w for _, w in changed),
-        "activation_quantizers": sum(not w for _, w in changed),
-    }
+        _search_ranges(model, reference, changed, _samples(calibration_inputs))
 
 
 def _samples(inputs: Iterable[torch.Tensor]) -> torch.Tensor:

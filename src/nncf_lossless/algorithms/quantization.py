@@ -48,7 +48,6 @@ class Quantization:
     params: dict[str, Any]
     name: str = "quantization"
     model: nn.Module | None = field(default=None, repr=False)
-    low_bit_changed: dict[str, int] = field(default_factory=dict)
 
     def apply(self, model: nn.Module, ctx: CompressionContext) -> nn.Module:
         dataset = ctx.nncf_dataset("algorithm: quantization")
@@ -67,7 +66,7 @@ class Quantization:
         except nncf.ValidationError as err:
             # NNCF's message for an ignored_scope naming nodes that do not exist; keep it on one line.
             raise ConfigError("ignored_scope: " + " ".join(str(err).split())) from err
-        self.low_bit_changed = low_bit.set_bits(
+        low_bit.set_bits(
             model,
             ctx.reference,
             ctx.example_input,
