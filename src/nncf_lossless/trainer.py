@@ -99,11 +99,13 @@ def run(config: dict[str, Any] | str | Path, output_dir: str | Path, *, resume: 
     comp_logits = None
     for epoch in range(start_epoch, epochs):
         loss = fit_epoch(cmodel, loaders.train, optimizer, lr_schedule, ctrl, console,
-                         description=f"QAT epoch {epoch + 1}/{epochs}")
+                         description=f"fine-tuning epoch {epoch + 1}/{epochs}")
         comp_logits, _ = predict(cmodel, loaders.test)
         metrics = compare(ref_logits, comp_logits, labels)
         history.append({"epoch": epoch + 1, "train_loss": loss, "compressed_accuracy": metrics["compressed"]["accuracy"],
                         "mismatches": metrics["mismatches"], "statistics": ctrl.statistics()})
+        console.print(f"fine-tuning epoch {epoch + 1}/{epochs}: loss {loss:.4f}, compressed accuracy "
+                      f"{metrics['compressed']['accuracy']:.2%}, mismatches {metrics['mismatches']} of {len(labels)}")
         save_checkpoint({"epoch": epoch + 1, "ctrl": ctrl.state_dict(), "optimizer": optimizer.state_dict(),
                          "lr_schedule": lr_schedule.state_dict(), "rng": torch.get_rng_state(), "history": history},
                         out / CHECKPOINT)
@@ -247,8 +249,11 @@ def _load_or_train_reference(model: nn.Module, config: dict[str, Any], loaders: 
     lr_schedule = make_lr_schedule(optimizer, ref_cfg, ref_cfg["epochs"] * len(loaders.train))
     started = time.perf_counter()
     for epoch in range(ref_cfg["epochs"]):
-        fit_epoch(model, loaders.train, optimizer, lr_schedule, None, console,
-                  description=f"FP32 reference epoch {epoch + 1}/{ref_cfg['epochs']}")
+        loss = fit_epoch(model, loaders.train, optimizer, lr_schedule, None, console,
+                         description=f"FP32 reference epoch {epoch + 1}/{ref_cfg['epochs']}")
+        if not console.is_terminal and (epoch + 1) % max(1, ref_cfg["epochs"] // 10) == 0:
+            # Without a live progress bar, a line every tenth of the way shows the run is alive.
+            console.print(f"FP32 reference epoch {epoch + 1}/{ref_cfg['epochs']}: loss {loss:.4f}")
     save_checkpoint({"state_dict": model.state_dict()}, path)
     return time.perf_counter() - started
 
