@@ -14,6 +14,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+# config needs neither torch nor NNCF: `validate-config` and argument errors stay fast.
+from nncf_lossless.config import load_config
 from nncf_lossless.errors import UserError
 
 DEMO_CONFIG = "digits_int8.json"
@@ -83,8 +85,6 @@ def _add_set(p: argparse.ArgumentParser) -> None:
 def _train(args: argparse.Namespace) -> int:
     from nncf_lossless.trainer import run
 
-    from nncf_lossless.config import load_config
-
     results = run(load_config(args.config, args.overrides), args.output_dir, resume=args.resume,
                   overwrite=args.overwrite)
     _print_summary(results, args.output_dir)
@@ -99,8 +99,6 @@ def _demo(args: argparse.Namespace) -> int:
 def _export(args: argparse.Namespace) -> int:
     from nncf_lossless.trainer import export_from_checkpoint
 
-    from nncf_lossless.config import load_config
-
     paths = export_from_checkpoint(load_config(args.config, args.overrides), args.checkpoint, args.output_dir)
     for role, path in paths.items():
         print(f"{role}: {path}")
@@ -109,8 +107,6 @@ def _export(args: argparse.Namespace) -> int:
 
 def _validate(args: argparse.Namespace) -> int:
     import json
-
-    from nncf_lossless.config import load_config
 
     print(json.dumps(load_config(args.config, args.overrides), indent=2))
     return 0

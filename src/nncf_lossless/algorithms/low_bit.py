@@ -22,7 +22,6 @@ from nncf.torch.model_graph_manager import get_const_node
 from nncf.torch.quantization.layers import AsymmetricQuantizer, BaseQuantizer, SymmetricQuantizer
 from torch import nn
 
-
 SHRINK_GRID = [round(0.3 + 0.05 * i, 2) for i in range(15)]  # 0.30 ... 1.00
 # Calibration samples the search runs on: enough for a stable output MSE, cheap to re-run per factor.
 SEARCH_SAMPLES = 256
