@@ -212,6 +212,7 @@ def test_every_shipped_config_builds_its_compressed_model(path):
     torch.manual_seed(0)
     model = build_model(config["model"], num_classes=10, in_channels=shape[1]).eval()
     calibration = [torch.randn(8, *shape[1:]) for _ in range(2)]
-    ctrl, compressed = create_compressed_model(model, config, calibration_data=calibration)
+    ctrl, compressed = create_compressed_model(model, config, calibration_data=calibration,
+                                               epochs=config["training"]["epochs"], steps_per_epoch=len(calibration))
     assert sorted(a.name for a in ctrl.algorithms) == sorted(e["algorithm"] for e in config["compression"])
     assert compressed(torch.randn(2, *shape[1:])).shape == (2, 10)
