@@ -178,7 +178,7 @@ def test_state_dict_round_trip_restores_outputs_and_schedules(tmp_path, referenc
 
 def test_sequential_models_are_wrapped_for_nncf(calibration):
     seq = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 10))
-    ctrl, model = create_compressed_model(seq, _config({"algorithm": "quantization"}), calibration_data=calibration)
+    _ctrl, model = create_compressed_model(seq, _config({"algorithm": "quantization"}), calibration_data=calibration)
     assert model(torch.zeros(2, 1, 8, 8)).shape == (2, 10)
 
 
