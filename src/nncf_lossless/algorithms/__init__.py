@@ -1,4 +1,5 @@
 """Built-in compression entries; importing this package registers them."""
 
+from nncf_lossless.algorithms import frozen_bn as frozen_bn
 from nncf_lossless.algorithms import pruning as pruning
 from nncf_lossless.algorithms import quantization as quantization
