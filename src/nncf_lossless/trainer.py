@@ -136,15 +136,34 @@ def export_and_check(ctrl: CompressionController, data: DataBundle, loaders: Loa
 def export_from_checkpoint(config: dict[str, Any] | str | Path, checkpoint: str | Path,
                            out_dir: str | Path) -> dict[str, Path]:
     """Rebuilds the compressed model of a training checkpoint and exports its IR pair."""
+    ctrl, _, data = load_compressed(config, checkpoint)
+    return ctrl.export(Path(out_dir), metadata={"class_names": data.class_names, "mean": data.mean, "std": data.std})
+
+
+def load_compressed(config: dict[str, Any] | str | Path, checkpoint: str | Path | None = None,
+                    ) -> tuple[CompressionController, nn.Module, DataBundle]:
+    """The compressed model of a training checkpoint, or (without one) as the config compresses it.
+
+    Without a checkpoint the FP32 reference comes from ``model.checkpoint`` and is calibrated
+    afresh with the config's seed, which reproduces a post-training-quantized model.
+    """
     config = load_config(config)
+    seed_everything(config["training"]["seed"])
     data = load_dataset(config["dataset"], seed=config["training"]["seed"])
     model = build_model(config["model"], num_classes=len(data.class_names), in_channels=data.sample_size[1])
     model.to(resolve_device(config["training"]["device"]))
-    state = load_checkpoint(Path(checkpoint))
-    if "ctrl" not in state:
-        raise ConfigError(f"--checkpoint: {checkpoint} is not a training checkpoint (no 'ctrl' entry)")
-    ctrl, _ = create_compressed_model(model, config, compression_state=state["ctrl"])
-    return ctrl.export(Path(out_dir), metadata={"class_names": data.class_names, "mean": data.mean, "std": data.std})
+    if checkpoint is not None:
+        state = load_checkpoint(Path(checkpoint))
+        if "ctrl" not in state:
+            raise ConfigError(f"--checkpoint: {checkpoint} is not a training checkpoint (no 'ctrl' entry)")
+        ctrl, cmodel = create_compressed_model(model, config, compression_state=state["ctrl"])
+        return ctrl, cmodel, data
+    if not config["model"]["checkpoint"]:
+        raise ConfigError("model.checkpoint: without a training checkpoint, the config must name the FP32 reference weights")
+    loaders = make_loaders(data, config["training"])
+    _load_or_train_reference(model, config, loaders, Path("."), Console(stderr=True))  # loads: the file exists
+    ctrl, cmodel = create_compressed_model(model, config, calibration_data=loaders.calibration)
+    return ctrl, cmodel, data
 
 
 def resolve_device(name: str) -> torch.device:
