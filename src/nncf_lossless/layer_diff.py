@@ -102,7 +102,7 @@ def diff_layers(model: nn.Module, ir_path: str | Path, inputs: np.ndarray, examp
         "ir": str(ir_path),
         "device": device,
         "precision": compiled.get_property("INFERENCE_PRECISION_HINT").to_string(),
-        "num_samples": int(len(inputs)),
+        "num_samples": len(inputs),
         "layers": [asdict(layer) for layer in layers],
         "first_divergence": first,
         "first_rounding_tie": first_tie,
