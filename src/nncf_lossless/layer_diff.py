@@ -155,11 +155,16 @@ def _torch_tensors(model: nn.Module, inputs: np.ndarray, example_input: torch.Te
                 recorded["order"].append(name)
         return hook
 
+    quantized_ops = set()
     for site in quantizer_sites(model, example_input):
         if not site.is_weight:
             handles.append(site.quantizer.register_forward_hook(on_quantizer(site.name)))
+            quantized_ops.add(site.op_name)
     for name, module in model.named_modules():
-        if isinstance(module, _MODULE_TYPES):
+        # NNCF's post-hooks run inside the op, so a module whose op carries an activation quantizer
+        # returns the quantized tensor, which the IR has after its FakeQuantize: that row is the quantizer's.
+        prefix = name.replace(".", "/") + "/"
+        if isinstance(module, _MODULE_TYPES) and not any(op.startswith(prefix) for op in quantized_ops):
             handles.append(module.register_forward_hook(on_module(name)))
     was_training = model.training
     model.eval()
