@@ -112,3 +112,22 @@ def test_input_shape_is_dynamic_in_batch_or_static(tmp_path, reference, calibrat
     for path in paths.values():
         assert str(ov.Core().read_model(path).input(0).get_partial_shape()) == expected
     _assert_ir_agrees(model, paths["compressed"], test_inputs[:70])  # a static batch of 1 runs sample by sample
+
+
+def test_four_bit_ir_clamps_weights_that_left_their_range_as_training_does(tmp_path, reference, calibration, test_inputs):
+    # QAT moves weights past the range their quantizer learned; training clamps them to the
+    # narrow range (-7..7 steps at 4 bits). The IR must clamp them the same way, not round to -8.
+    entry = {"algorithm": "quantization", "weights": {"bits": 4}, "activations": {"bits": 4}}
+    cfg = digits_config(compression=[entry], export={"dir": "ir"})
+    ctrl, model = create_compressed_model(copy.deepcopy(reference), cfg, calibration_data=calibration)
+    drifted = 0
+    with torch.no_grad():
+        for module in model.modules():
+            if isinstance(module, (torch.nn.Conv2d, torch.nn.Linear)):
+                module.weight.mul_(1.5)
+                drifted += 1
+    assert drifted >= 3
+    paths = ctrl.export(tmp_path / "ir")
+    ir_logits, torch_logits = _assert_ir_agrees(model, paths["compressed"], test_inputs)
+    # Float-order noise only: far below one 4-bit step of any logit.
+    assert np.abs(ir_logits - torch_logits).max() < 1e-3

@@ -1,4 +1,4 @@
-"""``nncf-lossless``: train, demo, export and validate-config.
+"""``nncf-lossless``: train, demo, export, diff-layers and validate-config.
 
 User errors (:class:`~nncf_lossless.errors.UserError`) print one line, ``error: ...``, and exit
 with status 2; anything else is a bug and keeps its traceback.
@@ -64,6 +64,17 @@ def _parser() -> argparse.ArgumentParser:
     _add_set(p)
     p.set_defaults(func=_export)
 
+    p = sub.add_parser("diff-layers", help="compare a compressed PyTorch model with its IR layer by layer")
+    p.add_argument("--model", required=True, type=Path,
+                   help="a train run directory, its checkpoint.pt, or a config (post-training quantization)")
+    p.add_argument("--ir", required=True, type=Path, help="the compressed IR exported from that model")
+    p.add_argument("--config", type=Path, help="the config, if not next to the checkpoint")
+    p.add_argument("--data", type=Path, help=".npz with an 'inputs' array (default: the config's test split)")
+    p.add_argument("--samples", type=int, default=256, help="how many samples to run (default 256)")
+    p.add_argument("--output", type=Path, help="write the full report as JSON here")
+    _add_set(p)
+    p.set_defaults(func=_diff_layers)
+
     p = sub.add_parser("validate-config", help="check a config and print it with defaults filled in")
     p.add_argument("config", type=Path)
     _add_set(p)
@@ -103,6 +114,12 @@ def _export(args: argparse.Namespace) -> int:
     for role, path in paths.items():
         print(f"{role}: {path}")
     return 0
+
+
+def _diff_layers(args: argparse.Namespace) -> int:
+    from nncf_lossless.layer_diff_cli import run_diff_layers
+
+    return run_diff_layers(args)
 
 
 def _validate(args: argparse.Namespace) -> int:

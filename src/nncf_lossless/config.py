@@ -86,6 +86,11 @@ TOP_LEVEL_SCHEMA: dict[str, Any] = {
                 "num_workers": {"type": "integer", "minimum": 0, "default": 0},
                 # "auto": CUDA when torch sees a GPU, else CPU.
                 "device": {"enum": ["auto", "cpu", "cuda"], "default": "auto"},
+                # Also measure mismatches on the exported IRs (OpenVINO CPU, f32) at each evaluation.
+                "evaluate_ir": {"type": "boolean", "default": False},
+                # Which epoch's weights the run ends with: the last, or the one with the fewest
+                # mismatches (IR-measured with evaluate_ir; compressed accuracy breaks ties).
+                "select_checkpoint": {"enum": ["last", "fewest_mismatches"], "default": "last"},
                 **_OPTIMIZER,
                 "lr": {**_OPTIMIZER["lr"], "default": 1e-4},
                 "reference": {

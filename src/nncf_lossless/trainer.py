@@ -7,6 +7,7 @@ it on OpenVINO CPU. The output directory holds::
     config.json       the validated config the run started with
     reference.pt      FP32 reference weights
     checkpoint.pt     last finished epoch (controller state, optimizer, RNG): --resume starts here
+    best.pt           with select_checkpoint=fewest_mismatches: the controller state of the best epoch
     results.json      accuracies, mismatches, flip matrix, history, OpenVINO results
     ir/               reference.xml, compressed.xml
 
@@ -18,6 +19,7 @@ augmentation come from torch's global RNG, whose state is checkpointed.
 from __future__ import annotations
 
 import random
+import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,12 +39,15 @@ from nncf_lossless.config import load_config
 from nncf_lossless.controller import CompressionController, create_compressed_model
 from nncf_lossless.data import DataBundle, load_dataset
 from nncf_lossless.errors import ConfigError
+from nncf_lossless.ir_eval import evaluate_on_ir
 from nncf_lossless.metrics import compare
 from nncf_lossless.models import build_model
 
 CHECKPOINT = "checkpoint.pt"
 REFERENCE = "reference.pt"
 RESULTS = "results.json"
+BEST = "best.pt"
+IR_EVAL_DIR = ".ir-eval"
 CONFIG = "config.json"
 
 
@@ -88,12 +93,15 @@ def run(config: dict[str, Any] | str | Path, output_dir: str | Path, *, resume: 
     lr_schedule = make_lr_schedule(optimizer, train_cfg, epochs * len(loaders.train))
     history: list[dict[str, Any]] = []
     start_epoch = 0
+    best: dict[str, Any] | None = None  # {"epoch", "score"} of the epoch select_checkpoint keeps
     if state is not None:
         optimizer.load_state_dict(state["optimizer"])
         lr_schedule.load_state_dict(state["lr_schedule"])
         torch.set_rng_state(state["rng"])
-        history, start_epoch = state["history"], int(state["epoch"])
+        history, start_epoch, best = state["history"], int(state["epoch"]), state.get("best")
         console.print(f"resumed from {out / CHECKPOINT} after epoch {start_epoch}")
+    test_inputs = torch.cat([x for x, _ in loaders.test]).numpy() if train_cfg["evaluate_ir"] else None
+    ir_reference_logits = None
 
     started = time.perf_counter()
     comp_logits = None
@@ -102,23 +110,41 @@ def run(config: dict[str, Any] | str | Path, output_dir: str | Path, *, resume: 
                          description=f"fine-tuning epoch {epoch + 1}/{epochs}")
         comp_logits, _ = predict(cmodel, loaders.test)
         metrics = compare(ref_logits, comp_logits, labels)
-        history.append({"epoch": epoch + 1, "train_loss": loss, "compressed_accuracy": metrics["compressed"]["accuracy"],
-                        "mismatches": metrics["mismatches"], "statistics": ctrl.statistics()})
-        console.print(f"fine-tuning epoch {epoch + 1}/{epochs}: loss {loss:.4f}, compressed accuracy "
-                      f"{metrics['compressed']['accuracy']:.2%}, mismatches {metrics['mismatches']} of {len(labels)}")
+        record = {"epoch": epoch + 1, "train_loss": loss, "compressed_accuracy": metrics["compressed"]["accuracy"],
+                  "mismatches": metrics["mismatches"], "statistics": ctrl.statistics()}
+        line = (f"fine-tuning epoch {epoch + 1}/{epochs}: loss {loss:.4f}, compressed accuracy "
+                f"{metrics['compressed']['accuracy']:.2%}, mismatches {metrics['mismatches']} of {len(labels)}")
+        if train_cfg["evaluate_ir"]:
+            ir_metrics, ir_reference_logits = evaluate_on_ir(ctrl, out / IR_EVAL_DIR, test_inputs, labels, ir_reference_logits)
+            record.update(ir_mismatches=ir_metrics["mismatches"], ir_compressed_accuracy=ir_metrics["compressed"]["accuracy"])
+            line += f" (on the IRs: {ir_metrics['mismatches']})"
+        history.append(record)
+        console.print(line)
+        score = [record.get("ir_mismatches", record["mismatches"]), -record.get("ir_compressed_accuracy", record["compressed_accuracy"])]
+        if train_cfg["select_checkpoint"] == "fewest_mismatches" and (best is None or score < best["score"]):
+            best = {"epoch": epoch + 1, "score": score}
+            save_checkpoint({"epoch": epoch + 1, "ctrl": ctrl.state_dict()}, out / BEST)
         save_checkpoint({"epoch": epoch + 1, "ctrl": ctrl.state_dict(), "optimizer": optimizer.state_dict(),
-                         "lr_schedule": lr_schedule.state_dict(), "rng": torch.get_rng_state(), "history": history},
-                        out / CHECKPOINT)
+                         "lr_schedule": lr_schedule.state_dict(), "rng": torch.get_rng_state(), "history": history,
+                         "best": best}, out / CHECKPOINT)
     fine_tune_seconds = time.perf_counter() - started
 
-    if comp_logits is None:  # resumed after the last epoch: nothing was evaluated in this process
+    if best is not None and best["epoch"] != len(history):
+        ctrl.load_state_dict(load_checkpoint(out / BEST)["ctrl"])
+        console.print(f"kept the weights of epoch {best['epoch']} (select_checkpoint: fewest_mismatches)")
+        comp_logits = None
+    if comp_logits is None:  # resumed after the last epoch, or a best epoch restored
         comp_logits, _ = predict(cmodel, loaders.test)
     results: dict[str, Any] = {**compare(ref_logits, comp_logits, labels), "statistics": ctrl.statistics(),
-                               "history": history,
+                               "history": history, "selected_epoch": best["epoch"] if best else len(history),
                                "timing": {"reference_training_seconds": reference_seconds,
                                           "fine_tuning_seconds_this_run": fine_tune_seconds}}
     if config["export"]["enabled"]:
         results["openvino"] = export_and_check(ctrl, data, loaders, out, (ref_logits, comp_logits), labels)
+        # The same count, measured where it is made and where it ships.
+        results["mismatches_by_side"] = {"pytorch": results["mismatches"], **{
+            f"openvino {r['device']} {r['precision']}": r["mismatches"] for r in results["openvino"]["runs"]}}
+    shutil.rmtree(out / IR_EVAL_DIR, ignore_errors=True)
     write_json(results, out / RESULTS)
     return results
 
@@ -136,15 +162,34 @@ def export_and_check(ctrl: CompressionController, data: DataBundle, loaders: Loa
 def export_from_checkpoint(config: dict[str, Any] | str | Path, checkpoint: str | Path,
                            out_dir: str | Path) -> dict[str, Path]:
     """Rebuilds the compressed model of a training checkpoint and exports its IR pair."""
+    ctrl, _, data = load_compressed(config, checkpoint)
+    return ctrl.export(Path(out_dir), metadata={"class_names": data.class_names, "mean": data.mean, "std": data.std})
+
+
+def load_compressed(config: dict[str, Any] | str | Path, checkpoint: str | Path | None = None,
+                    ) -> tuple[CompressionController, nn.Module, DataBundle]:
+    """The compressed model of a training checkpoint, or (without one) as the config compresses it.
+
+    Without a checkpoint the FP32 reference comes from ``model.checkpoint`` and is calibrated
+    afresh with the config's seed, which reproduces a post-training-quantized model.
+    """
     config = load_config(config)
+    seed_everything(config["training"]["seed"])
     data = load_dataset(config["dataset"], seed=config["training"]["seed"])
     model = build_model(config["model"], num_classes=len(data.class_names), in_channels=data.sample_size[1])
     model.to(resolve_device(config["training"]["device"]))
-    state = load_checkpoint(Path(checkpoint))
-    if "ctrl" not in state:
-        raise ConfigError(f"--checkpoint: {checkpoint} is not a training checkpoint (no 'ctrl' entry)")
-    ctrl, _ = create_compressed_model(model, config, compression_state=state["ctrl"])
-    return ctrl.export(Path(out_dir), metadata={"class_names": data.class_names, "mean": data.mean, "std": data.std})
+    if checkpoint is not None:
+        state = load_checkpoint(Path(checkpoint))
+        if "ctrl" not in state:
+            raise ConfigError(f"--checkpoint: {checkpoint} is not a training checkpoint (no 'ctrl' entry)")
+        ctrl, cmodel = create_compressed_model(model, config, compression_state=state["ctrl"])
+        return ctrl, cmodel, data
+    if not config["model"]["checkpoint"]:
+        raise ConfigError("model.checkpoint: without a training checkpoint, the config must name the FP32 reference weights")
+    loaders = make_loaders(data, config["training"])
+    _load_or_train_reference(model, config, loaders, Path("."), Console(stderr=True))  # loads: the file exists
+    ctrl, cmodel = create_compressed_model(model, config, calibration_data=loaders.calibration)
+    return ctrl, cmodel, data
 
 
 def resolve_device(name: str) -> torch.device:
@@ -264,7 +309,7 @@ def _prepare_run_dir(config: dict[str, Any], out: Path, resume: bool, overwrite:
         if saved.exists() and load_config(saved) != config:
             raise ConfigError(f"--resume: the config differs from {saved}, the one this run started with")
         return
-    previous = [name for name in (CONFIG, REFERENCE, CHECKPOINT, RESULTS) if (out / name).exists()]
+    previous = [name for name in (CONFIG, REFERENCE, CHECKPOINT, BEST, RESULTS) if (out / name).exists()]
     if previous and not overwrite:
         raise ConfigError(f"--output-dir: {out} already holds a run ({', '.join(previous)}); "
                           "pass --resume to continue it or --overwrite to start over")

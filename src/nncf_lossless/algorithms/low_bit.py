@@ -15,12 +15,10 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 import torch
-from nncf.torch.function_hook.hook_storage import decode_hook_name
-from nncf.torch.function_hook.nncf_graph.nncf_graph_builder import build_nncf_graph
-from nncf.torch.function_hook.wrapper import get_hook_storage
-from nncf.torch.model_graph_manager import get_const_node
 from nncf.torch.quantization.layers import AsymmetricQuantizer, BaseQuantizer, SymmetricQuantizer
 from torch import nn
+
+from nncf_lossless.algorithms.quantizer_sites import quantizer_sites
 
 SHRINK_GRID = [round(0.3 + 0.05 * i, 2) for i in range(15)]  # 0.30 ... 1.00
 # Calibration samples the search runs on: enough for a stable output MSE, cheap to re-run per factor.
@@ -29,16 +27,7 @@ SEARCH_SAMPLES = 256
 
 def quantizers(model: nn.Module, example_input: torch.Tensor) -> dict[str, tuple[BaseQuantizer, bool]]:
     """Every NNCF quantizer of ``model`` by hook name, in graph order, with ``True`` if it quantizes a weight."""
-    graph = build_nncf_graph(model, example_input)
-    found: dict[str, tuple[BaseQuantizer, bool]] = {}
-    for name, module in get_hook_storage(model).named_hooks():
-        if not isinstance(module, BaseQuantizer):
-            continue
-        hook_type, op_name, port_id = decode_hook_name(name)
-        # The test nncf.strip uses: a weight quantizer is a pre-hook on a port fed by a constant.
-        is_weight = hook_type == "pre_hooks" and get_const_node(graph.get_node_by_name(op_name), port_id, graph) is not None
-        found[name] = (module, is_weight)
-    return found
+    return {site.name: (site.quantizer, site.is_weight) for site in quantizer_sites(model, example_input)}
 
 
 def set_bits(
