@@ -2,3 +2,4 @@
 
 from nncf_lossless.algorithms import pruning as pruning
 from nncf_lossless.algorithms import quantization as quantization
+from nncf_lossless.algorithms import distillation as distillation
