@@ -6,9 +6,9 @@ import json
 
 import pytest
 import torch
+from conftest import digits_config
 from torch.utils.data import DataLoader
 
-from conftest import digits_config
 from nncf_lossless import create_compressed_model
 from nncf_lossless.algorithms import distillation_losses as L
 from nncf_lossless.config import load_config
@@ -146,8 +146,8 @@ def test_auto_weights_tune_a_tiny_budget_end_to_end(tmp_path):
     pytest.importorskip("optuna")
     config = digits_config(
         training={"seed": 0, "epochs": 1, "batch_size": 64, "lr": 1e-3, "reference": {"epochs": 2, "lr": 3e-3}},
-        export={"enabled": False},
-        compression=[{"algorithm": "quantization", "subset_size": 64, "weights": {"bits": 4}, "activations": {"bits": 4}},
+        export={"enabled": False}, dataset={"name": "digits", "max_train_samples": 400, "max_test_samples": 100},
+        compression=[{"algorithm": "quantization", "subset_size": 64},
                      {"algorithm": "label_preserving_distillation", "weights": "auto", "teacher_cache": True,
                       "auto": {"trials": 2, "epochs_per_trial": 1, "validation_fraction": 0.2}}],
     )
@@ -155,7 +155,7 @@ def test_auto_weights_tune_a_tiny_budget_end_to_end(tmp_path):
     trail = json.loads((tmp_path / "tuning.json").read_text())
     assert len(trail["trials"]) == 2 and trail["best"]["number"] in (0, 1)
     assert all({"kd", "teacher_ce", "margin", "mse", "label_ce", "temperature"} <= set(t["params"]) for t in trail["trials"])
-    assert trail["validation_samples"] == int(0.2 * 1347)
+    assert trail["validation_samples"] == int(0.2 * 400)
     used = results["statistics"]["label_preserving_distillation"]
     best = trail["best"]["params"]
     assert used["temperature"] == best["temperature"] and used["weights"]["kd"] == best["kd"]

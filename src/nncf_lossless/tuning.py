@@ -33,8 +33,6 @@ from nncf_lossless.metrics import compare
 from nncf_lossless.trainer import TUNING, fit_epoch, make_lr_schedule, make_optimizer, predict, seed_everything
 
 
-
-
 def auto_entry(config: dict[str, Any]) -> int | None:
     """Index of the compression entry whose weights are ``"auto"``, or ``None``."""
     for i, entry in enumerate(config["compression"]):

@@ -1,5 +1,5 @@
 """Built-in compression entries; importing this package registers them."""
 
+from nncf_lossless.algorithms import distillation as distillation
 from nncf_lossless.algorithms import pruning as pruning
 from nncf_lossless.algorithms import quantization as quantization
-from nncf_lossless.algorithms import distillation as distillation
