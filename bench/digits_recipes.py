@@ -20,10 +20,10 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
+import matplotlib.pyplot as plt
 
-from nncf_lossless.checkpoint import write_json  # noqa: E402
-from nncf_lossless.trainer import REFERENCE, run  # noqa: E402
+from nncf_lossless.checkpoint import write_json
+from nncf_lossless.trainer import REFERENCE, run
 
 RECIPES = {
     "int8_qat": [{"algorithm": "quantization"}],

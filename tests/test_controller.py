@@ -178,7 +178,7 @@ def test_state_dict_round_trip_restores_outputs_and_schedules(tmp_path, referenc
 
 def test_sequential_models_are_wrapped_for_nncf(calibration):
     seq = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 10))
-    ctrl, model = create_compressed_model(seq, _config({"algorithm": "quantization"}), calibration_data=calibration)
+    _ctrl, model = create_compressed_model(seq, _config({"algorithm": "quantization"}), calibration_data=calibration)
     assert model(torch.zeros(2, 1, 8, 8)).shape == (2, 10)
 
 
@@ -212,6 +212,7 @@ def test_every_shipped_config_builds_its_compressed_model(path):
     torch.manual_seed(0)
     model = build_model(config["model"], num_classes=10, in_channels=shape[1]).eval()
     calibration = [torch.randn(8, *shape[1:]) for _ in range(2)]
-    ctrl, compressed = create_compressed_model(model, config, calibration_data=calibration)
+    ctrl, compressed = create_compressed_model(model, config, calibration_data=calibration,
+                                               epochs=config["training"]["epochs"], steps_per_epoch=len(calibration))
     assert sorted(a.name for a in ctrl.algorithms) == sorted(e["algorithm"] for e in config["compression"])
     assert compressed(torch.randn(2, *shape[1:])).shape == (2, 10)

@@ -81,5 +81,5 @@ def test_json_reports_are_readable_by_others(tmp_path):
 def test_the_checker_side_imports_no_torch():
     code = ("import sys; import nncf_lossless.checker, nncf_lossless.metrics, nncf_lossless.ov_runner; "
             "bad = [m for m in ('torch', 'nncf') if m in sys.modules]; print(bad); sys.exit(1 if bad else 0)")
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    proc = subprocess.run([sys.executable, "-c", code], check=False, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stdout + proc.stderr

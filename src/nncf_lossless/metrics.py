@@ -31,7 +31,7 @@ def compare(reference_logits: np.ndarray, compressed_logits: np.ndarray, labels:
     np.add.at(flips, (ref, comp), 1)
     mismatch = ref != comp
     return {
-        "num_samples": int(len(labels)),
+        "num_samples": len(labels),
         "reference": {"accuracy": float(np.mean(ref == labels)) if len(labels) else 0.0},
         "compressed": {"accuracy": float(np.mean(comp == labels)) if len(labels) else 0.0},
         "mismatches": int(mismatch.sum()),

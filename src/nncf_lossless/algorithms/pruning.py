@@ -125,7 +125,8 @@ class Pruning:
             self.scheduler = (MultiStepRBPruningScheduler(self.rb_loss, steps) if self.rb_loss is not None
                               else MultiStepMagnitudePruningScheduler(model, mode=self.mode, steps=steps))
         else:
-            kwargs = dict(initial_ratio=schedule["initial_ratio"], target_ratio=target, target_epoch=schedule["target_epoch"])
+            kwargs = {"initial_ratio": schedule["initial_ratio"], "target_ratio": target,
+                      "target_epoch": schedule["target_epoch"]}
             self.scheduler = (ExponentialRBPruningScheduler(self.rb_loss, **kwargs) if self.rb_loss is not None
                               else ExponentialMagnitudePruningScheduler(model, mode=self.mode, **kwargs))
 
