@@ -146,7 +146,14 @@ def _print_summary(results: dict[str, Any], out: Path) -> None:
     for r in results.get("openvino", {}).get("runs", []):
         row(f"OpenVINO {r['device']}", r["precision"], r)
     Console().print(table)
+    print(f"PyTorch flips (reference -> compressed class: count): {_flips(results['flip_matrix']) or 'none'}")
     print(f"results: {out / 'results.json'}")
+
+
+def _flips(matrix: list[list[int]]) -> str:
+    """The off-diagonal entries of a flip matrix, most frequent first."""
+    cells = [(n, i, j) for i, row in enumerate(matrix) for j, n in enumerate(row) if i != j and n]
+    return ", ".join(f"{i}->{j}: {n}" for n, i, j in sorted(cells, key=lambda c: (-c[0], c[1], c[2])))
 
 
 def _quiet_third_party_logs() -> None:

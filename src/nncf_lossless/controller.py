@@ -8,7 +8,7 @@
         for x, y in loader:
             ctrl.scheduler.step()
             out = model(x)
-            loss = criterion(out, y) + ctrl.loss(out, y, x)
+            loss = ctrl.loss(out, y, x) if ctrl.owns_task_loss else criterion(out, y) + ctrl.loss(out, y, x)
             ...
     torch.save(ctrl.state_dict(), "ckpt.pt")          # everything needed to resume
     ctrl.export("ir/")                                # reference.xml + compressed.xml
@@ -54,7 +54,12 @@ class CompressionController:
 
     def loss(self, outputs: torch.Tensor | None = None, targets: torch.Tensor | None = None,
              inputs: torch.Tensor | None = None) -> torch.Tensor:
-        """The sum of every algorithm's extra loss terms (a zero tensor if there are none)."""
+        """The sum of every algorithm's loss terms (a zero tensor if there are none).
+
+        If :attr:`owns_task_loss`, this is the whole training loss (an algorithm such as
+        distillation includes the ground-truth CE as one of its weighted terms); otherwise it holds
+        only extra terms, to be added to the task loss.
+        """
         device = outputs.device if outputs is not None else self.example_input.device
         total = torch.zeros((), device=device)
         for algo in self.algorithms:
@@ -62,6 +67,19 @@ class CompressionController:
             if term is not None:
                 total = total + term
         return total
+
+    @property
+    def owns_task_loss(self) -> bool:
+        """True if an algorithm declares (``owns_task_loss = True``) that ``loss()`` includes the task loss."""
+        return any(getattr(algo, "owns_task_loss", False) for algo in self.algorithms)
+
+    def trainable_parameters(self) -> list[nn.Parameter]:
+        """What the optimizer should train: the model's parameters plus any an algorithm adds
+        through ``trainable_parameters()`` (e.g. the teacher under Apprentice scheme A)."""
+        params = list(self.model.parameters())
+        for algo in self.algorithms:
+            params += getattr(algo, "trainable_parameters", list)()
+        return params
 
     def statistics(self) -> dict[str, Any]:
         return {"epoch": self.scheduler.epoch, "step": self.scheduler.current_step,

@@ -49,6 +49,7 @@ RESULTS = "results.json"
 BEST = "best.pt"
 IR_EVAL_DIR = ".ir-eval"
 CONFIG = "config.json"
+TUNING = "tuning.json"
 
 
 @dataclass
@@ -80,16 +81,17 @@ def run(config: dict[str, Any] | str | Path, output_dir: str | Path, *, resume: 
     model = build_model(config["model"], num_classes=len(data.class_names), in_channels=data.sample_size[1]).to(device)
     reference_seconds = _load_or_train_reference(model, config, loaders, out, console)
     ref_logits, labels = predict(model, loaders.test)
+    tuned = _tune_if_auto(config, model, data, out, console)
 
     state = load_checkpoint(out / CHECKPOINT) if resume and (out / CHECKPOINT).exists() else None
     if resume and state is None:
         console.print(f"[yellow]no checkpoint in {out}; starting the compressed fine-tuning from the beginning")
     epochs = train_cfg["epochs"]
     ctrl, cmodel = create_compressed_model(
-        model, config, calibration_data=loaders.calibration, compression_state=state["ctrl"] if state else None,
+        model, tuned, calibration_data=loaders.calibration, compression_state=state["ctrl"] if state else None,
         epochs=epochs, steps_per_epoch=len(loaders.train),
     )
-    optimizer = make_optimizer(ctrl.model.parameters(), train_cfg)
+    optimizer = make_optimizer(ctrl.trainable_parameters(), train_cfg)
     lr_schedule = make_lr_schedule(optimizer, train_cfg, epochs * len(loaders.train))
     history: list[dict[str, Any]] = []
     start_epoch = 0
@@ -103,11 +105,15 @@ def run(config: dict[str, Any] | str | Path, output_dir: str | Path, *, resume: 
     test_inputs = torch.cat([x for x, _ in loaders.test]).numpy() if train_cfg["evaluate_ir"] else None
     ir_reference_logits = None
 
+    # Apprentice scheme A trains the teacher: mismatches then count against the teacher as it is now.
+    teacher_trains = any(p.requires_grad for p in ctrl.reference.parameters())
     started = time.perf_counter()
     comp_logits = None
     for epoch in range(start_epoch, epochs):
         loss = fit_epoch(cmodel, loaders.train, optimizer, lr_schedule, ctrl, console,
                          description=f"fine-tuning epoch {epoch + 1}/{epochs}")
+        if teacher_trains:
+            ref_logits, _ = predict(ctrl.reference, loaders.test)
         comp_logits, _ = predict(cmodel, loaders.test)
         metrics = compare(ref_logits, comp_logits, labels)
         record = {"epoch": epoch + 1, "train_loss": loss, "compressed_accuracy": metrics["compressed"]["accuracy"],
@@ -115,7 +121,8 @@ def run(config: dict[str, Any] | str | Path, output_dir: str | Path, *, resume: 
         line = (f"fine-tuning epoch {epoch + 1}/{epochs}: loss {loss:.4f}, compressed accuracy "
                 f"{metrics['compressed']['accuracy']:.2%}, mismatches {metrics['mismatches']} of {len(labels)}")
         if train_cfg["evaluate_ir"]:
-            ir_metrics, ir_reference_logits = evaluate_on_ir(ctrl, out / IR_EVAL_DIR, test_inputs, labels, ir_reference_logits)
+            ir_metrics, ir_reference_logits = evaluate_on_ir(ctrl, out / IR_EVAL_DIR, test_inputs, labels,
+                                                             None if teacher_trains else ir_reference_logits)
             record.update(ir_mismatches=ir_metrics["mismatches"], ir_compressed_accuracy=ir_metrics["compressed"]["accuracy"])
             line += f" (on the IRs: {ir_metrics['mismatches']})"
         history.append(record)
@@ -135,6 +142,8 @@ def run(config: dict[str, Any] | str | Path, output_dir: str | Path, *, resume: 
         comp_logits = None
     if comp_logits is None:  # resumed after the last epoch, or a best epoch restored
         comp_logits, _ = predict(cmodel, loaders.test)
+        if teacher_trains:
+            ref_logits, _ = predict(ctrl.reference, loaders.test)
     results: dict[str, Any] = {**compare(ref_logits, comp_logits, labels), "statistics": ctrl.statistics(),
                                "history": history, "selected_epoch": best["epoch"] if best else len(history),
                                "timing": {"reference_training_seconds": reference_seconds,
@@ -147,6 +156,18 @@ def run(config: dict[str, Any] | str | Path, output_dir: str | Path, *, resume: 
     shutil.rmtree(out / IR_EVAL_DIR, ignore_errors=True)
     write_json(results, out / RESULTS)
     return results
+
+
+def _tune_if_auto(config: dict[str, Any], reference: nn.Module, data: DataBundle, out: Path,
+                  console: Console) -> dict[str, Any]:
+    """``config`` with distillation ``weights: "auto"`` resolved by :mod:`nncf_lossless.tuning` (trail in tuning.json)."""
+    from nncf_lossless import tuning
+
+    if tuning.auto_entry(config) is None:
+        return config
+    tuned = tuning.tune(config, reference, data, out, console)
+    seed_everything(config["training"]["seed"])  # the real run starts from the same RNG state as without tuning
+    return tuned
 
 
 def export_and_check(ctrl: CompressionController, data: DataBundle, loaders: Loaders, out: Path,
@@ -237,7 +258,8 @@ def progress_bar(console: Console) -> Progress:
 def fit_epoch(model: nn.Module, loader: DataLoader, optimizer: torch.optim.Optimizer,
               lr_schedule: torch.optim.lr_scheduler.LRScheduler, ctrl: CompressionController | None,
               console: Console, description: str) -> float:
-    """One epoch of cross-entropy plus the controller's terms; returns the mean training loss."""
+    """One epoch of cross-entropy plus the controller's terms (or the controller's loss alone if it
+    owns the task loss); returns the mean training loss."""
     model.train()
     device = next(model.parameters()).device
     if ctrl is not None:
@@ -250,9 +272,10 @@ def fit_epoch(model: nn.Module, loader: DataLoader, optimizer: torch.optim.Optim
             if ctrl is not None:
                 ctrl.scheduler.step()
             out = model(x)
-            loss = F.cross_entropy(out, y)
-            if ctrl is not None:
-                loss = loss + ctrl.loss(out, y, x)
+            if ctrl is not None and ctrl.owns_task_loss:
+                loss = ctrl.loss(out, y, x)
+            else:
+                loss = F.cross_entropy(out, y) + (ctrl.loss(out, y, x) if ctrl is not None else 0)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -309,7 +332,7 @@ def _prepare_run_dir(config: dict[str, Any], out: Path, resume: bool, overwrite:
         if saved.exists() and load_config(saved) != config:
             raise ConfigError(f"--resume: the config differs from {saved}, the one this run started with")
         return
-    previous = [name for name in (CONFIG, REFERENCE, CHECKPOINT, BEST, RESULTS) if (out / name).exists()]
+    previous = [name for name in (CONFIG, REFERENCE, CHECKPOINT, BEST, RESULTS, TUNING) if (out / name).exists()]
     if previous and not overwrite:
         raise ConfigError(f"--output-dir: {out} already holds a run ({', '.join(previous)}); "
                           "pass --resume to continue it or --overwrite to start over")
