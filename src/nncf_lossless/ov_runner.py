@@ -118,20 +118,29 @@ def infer_async(
 ) -> np.ndarray:
     """The same logits as :func:`infer`, from an ``AsyncInferQueue`` of the device's optimal size.
 
-    ``progress(n)`` is called (from OpenVINO's callback thread) as each batch of ``n`` finishes.
+    ``progress(n)`` is called from the calling thread with the number of newly finished samples.
     """
     _, chunks = _chunks(compiled, inputs, batch_size)
     outputs: list[np.ndarray | None] = [None] * len(chunks)
-
-    def done(request: ov.InferRequest, userdata: tuple[int, int]) -> None:
-        index, n = userdata
-        outputs[index] = request.get_output_tensor(0).data[:n].copy()
-        if progress is not None:
-            progress(n)
-
+    # No Python callback: OpenVINO would run it on its own threads under the GIL, and that
+    # deadlocks with a compiled model being freed on the main thread. The queue's own (C++)
+    # callbacks track idle requests; a request's output is collected before it is reused.
     queue = ov.AsyncInferQueue(compiled.model, 0)
-    queue.set_callback(done)
-    for index, (chunk, n) in enumerate(chunks):
-        queue.start_async({0: chunk}, (index, n))
+    pending: dict[int, int] = {}  # request id -> chunk index it is running
+
+    def collect(request_id: int) -> None:
+        index = pending.pop(request_id, None)
+        if index is not None:
+            outputs[index] = queue[request_id].get_output_tensor(0).data[: chunks[index][1]].copy()
+            if progress is not None:
+                progress(chunks[index][1])
+
+    for index, (chunk, _) in enumerate(chunks):
+        request_id = queue.get_idle_request_id()
+        collect(request_id)
+        queue.start_async({0: chunk}, index)
+        pending[request_id] = index
     queue.wait_all()
+    for request_id in list(pending):
+        collect(request_id)
     return np.concatenate(outputs) if outputs else np.zeros((0,), dtype=np.float32)
