@@ -227,3 +227,12 @@ def test_bundle_checker_runs_in_a_venv_with_only_openvino_and_numpy(planted, tmp
     assert strip(remote) == strip(local)
     assert remote["reference_reproduction"]["mismatches"] == 0 and remote["devices"]["GPU"] == "absent"
     assert not (tmp_path / "out" / "plots").exists()  # no matplotlib in the venv: plots are optional
+
+
+def test_deploy_sample_classifies_an_npz(planted):
+    script = Path(__file__).resolve().parents[1] / "samples" / "deploy_openvino.py"
+    proc = subprocess.run([sys.executable, str(script), "--model", str(planted["comp"]), "--npz", str(planted["data"])],
+                          check=False, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    assert len(lines) == 40 and lines[3].startswith("#3: 1 (") and lines[0].startswith(f"#0: {planted['labels'][0]} (")
