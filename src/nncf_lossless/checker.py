@@ -1,21 +1,37 @@
-"""Label consistency of a compressed IR against its reference IR on OpenVINO devices.
+"""Label consistency of compressed IRs against their reference IR across OpenVINO devices.
 
-No torch and no training code: this module runs wherever ``openvino`` and ``numpy`` do. The
-reference always runs in true FP32; the compressed IR runs at each requested precision
-(``None`` = the device default), and the report states the precision that actually ran.
+No torch and no training code, and only relative imports: this module is copied into portable
+bundles that run wherever ``openvino`` and ``numpy`` do.
+
+Ground truth is the reference IR in true FP32 on CPU (``INFERENCE_PRECISION_HINT=f32``,
+``EXECUTION_MODE_HINT=ACCURACY``) of this machine, or the reference logits stored in a bundle.
+Every compressed IR then runs on every requested device in each of its precision modes, and each
+run is compared with that one ground truth, so "GPU f16 flips" means flips against FP32, not
+against the reference in f16. Pass the reference IR as a compressed one too to see what the
+device alone changes.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import platform
+import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import openvino as ov
 
-from nncf_lossless.metrics import compare
-from nncf_lossless.ov_runner import compile_ir, infer
+from .errors import DataError, UserError
+from .metrics import compare, consistency
+from .ov_runner import KNOWN_DEVICES, compile_ir, device_family, infer, infer_async, precision_modes
+
+REPORT_VERSION = 1
+RT_NAMESPACE = "nncf_lossless"
+
+
+class DeviceError(UserError):
+    """A device named explicitly is not available on this machine."""
 
 
 def check_pair(
@@ -35,7 +51,7 @@ def check_pair(
     ``source_vs_ir``: how many top-1 labels each IR changed against its source, and the logit drift.
     """
     core = ov.Core()
-    reference = compile_ir(reference_xml, device, "f32", core)
+    reference = compile_ir(reference_xml, "CPU", "f32", core)
     ref_logits = infer(reference, inputs, batch_size)
     reports = []
     for precision in precisions:
@@ -65,3 +81,193 @@ def _drift(source: np.ndarray, ir: np.ndarray) -> dict[str, Any]:
         "max_abs_diff": float(diff.max()) if diff.size else 0.0,
         "mean_abs_diff": float(diff.mean()) if diff.size else 0.0,
     }
+
+
+# ---- inputs ---------------------------------------------------------------------------------
+
+def load_samples(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
+    """``inputs`` (N, ...) float32 and ``labels`` (N,) int from an ``.npz`` file."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"--data: {path} does not exist")
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            missing = [k for k in ("inputs", "labels") if k not in npz.files]
+            if missing:
+                raise DataError(f"--data: {path} has no {missing[0]!r} array (found: {', '.join(npz.files) or 'none'})")
+            inputs, labels = npz["inputs"], npz["labels"]
+    except (OSError, ValueError) as err:
+        raise DataError(f"--data: {path} is not a readable .npz file ({err})") from err
+    if inputs.ndim < 2 or labels.shape != (len(inputs),):
+        raise DataError(f"--data: {path}: inputs {list(inputs.shape)} and labels {list(labels.shape)} "
+                        "are not (N, ...) and (N,)")
+    return inputs.astype(np.float32, copy=False), labels.astype(np.int64, copy=False)
+
+
+def read_classifier(path: str | Path, core: ov.Core, what: str = "IR") -> ov.Model:
+    """Reads an IR and checks it is a single-input classifier with one (N, classes) output."""
+    path = Path(path)
+    if path.suffix != ".xml" or not path.is_file():
+        raise DataError(f"{what}: {path} is not an existing OpenVINO .xml file")
+    try:
+        model = core.read_model(str(path))
+    except RuntimeError as err:
+        raise DataError(f"{what}: {path} is not a readable OpenVINO IR ({str(err).strip().splitlines()[0]})") from err
+    if len(model.inputs) != 1:
+        raise DataError(f"{what}: {path} has {len(model.inputs)} inputs; the checker takes single-input classifiers")
+    shape = model.output(0).get_partial_shape()
+    if len(model.outputs) != 1 or shape.rank.is_dynamic or shape.rank.get_length() != 2:
+        raise DataError(f"{what}: {path} output shape {shape} is not a classifier's (N, classes)")
+    return model
+
+
+def _dims(shape: ov.PartialShape) -> list[int]:
+    return [d.get_length() if d.is_static else -1 for d in shape]
+
+
+def check_compatible(models: dict[str, ov.Model], sample_shape: Sequence[int]) -> None:
+    """Every IR takes ``sample_shape`` (without the batch) and all IRs agree on the class count."""
+    sample = list(sample_shape)
+    classes = {}
+    for name, model in models.items():
+        dims = _dims(model.input(0).get_partial_shape())
+        if len(dims) != len(sample) + 1 or any(d not in (-1, s) for d, s in zip(dims[1:], sample)):
+            raise DataError(f"{name}: input shape {dims} does not take samples of shape {sample} (from --data)")
+        classes[name] = model.output(0).get_partial_shape()[1]
+    (ref_name, ref_classes), *rest = classes.items()
+    for name, c in rest:
+        if c.is_static and ref_classes.is_static and c.get_length() != ref_classes.get_length():
+            raise DataError(f"{name}: {c.get_length()} classes, but the reference {ref_name} has {ref_classes.get_length()}")
+
+
+def rt_metadata(model: ov.Model) -> dict[str, Any]:
+    """The ``nncf_lossless`` rt_info the exporter wrote (class names, shape, mean/std), if any."""
+    import json
+
+    out: dict[str, Any] = {}
+    for key in ("class_names", "input_shape", "mean", "std", "role"):
+        if model.has_rt_info([RT_NAMESPACE, key]):
+            value = model.get_rt_info([RT_NAMESPACE, key]).astype(str)
+            try:
+                out[key] = json.loads(value)
+            except ValueError:
+                out[key] = value
+    return out
+
+
+# ---- plan -----------------------------------------------------------------------------------
+
+def plan_devices(devices: Sequence[str] | None, available: Sequence[str], *, skip_missing: bool = False) -> dict[str, str]:
+    """``{device: "available" | "absent"}``: the well-known devices and the requested ones.
+
+    ``devices=None`` runs on every available device. A device named explicitly but absent raises
+    :class:`DeviceError` unless ``skip_missing``.
+    """
+    status = {d: ("available" if d in available else "absent") for d in KNOWN_DEVICES}
+    status.update({d: "available" for d in available})
+    if devices is None:
+        return status
+    missing = [d for d in devices if d not in available]
+    if missing and not skip_missing:
+        raise DeviceError(f"--devices: {', '.join(missing)} not available here (available: "
+                          f"{', '.join(available) or 'none'}); pass --skip-missing to list it as absent")
+    return {**{d: s for d, s in status.items() if s == "absent"},
+            **{d: ("available" if d in available else "absent") for d in devices}}
+
+
+def modes_for(device: str, precisions: Sequence[str] | None) -> list[str | None]:
+    """The device's precision modes, or the requested ones ("default" = None); NPU only default."""
+    if precisions is None or device_family(device) == "NPU":
+        return list(precision_modes(device))
+    return [None if p == "default" else p for p in precisions]
+
+
+# ---- run ------------------------------------------------------------------------------------
+
+Progress = Callable[[str, int], Callable[[int], None]]
+
+
+def run_check(
+    reference: str | Path,
+    compressed: Sequence[str | Path],
+    inputs: np.ndarray,
+    labels: np.ndarray,
+    *,
+    devices: Sequence[str] | None = None,
+    precisions: Sequence[str] | None = None,
+    skip_missing: bool = False,
+    reference_logits: np.ndarray | None = None,
+    batch_size: int = 8,
+    top_k: int = 5,
+    progress: Progress | None = None,
+    core: ov.Core | None = None,
+) -> dict[str, Any]:
+    """The full consistency report (a JSON-able dict) of each compressed IR x device x precision.
+
+    ``reference_logits`` (from a bundle) replace this machine's CPU FP32 reference run as ground
+    truth; the local run is still made and its difference reported as ``reference_reproduction``.
+    ``progress(title, total)`` returns a callback advanced by finished samples.
+    """
+    core = core or ov.Core()
+    inputs = np.asarray(inputs, dtype=np.float32)
+    labels = np.asarray(labels)
+    if len(labels) != len(inputs):
+        raise DataError(f"--data: {len(inputs)} inputs but {len(labels)} labels")
+    models = {f"--reference {reference}": read_classifier(reference, core, "--reference")}
+    for path in compressed:
+        models[f"--compressed {path}"] = read_classifier(path, core, "--compressed")
+    check_compatible(models, inputs.shape[1:])
+    status = plan_devices(devices, list(core.available_devices), skip_missing=skip_missing)
+    static_shape = [batch_size, *inputs.shape[1:]]
+
+    def run(model: ov.Model, device: str, precision: str | None, title: str) -> tuple[Any, np.ndarray, float]:
+        compiled = compile_ir(model.clone(), device, precision, core, throughput=True, static_shape=static_shape)
+        start = time.perf_counter()
+        logits = infer_async(compiled, inputs, batch_size, progress(title, len(inputs)) if progress else None)
+        return compiled, logits, time.perf_counter() - start
+
+    ref_model = models[f"--reference {reference}"]
+    ref_compiled, local_ref, _ = run(ref_model, "CPU", "f32", "reference CPU f32")
+    _check_logits(local_ref, len(inputs), f"--reference {reference}")
+    report: dict[str, Any] = {
+        "version": REPORT_VERSION,
+        "host": platform.node(),
+        "openvino": ov.get_version(),
+        "reference": {"path": str(reference), "device": "CPU", "precision": ref_compiled.precision,
+                      "execution_devices": list(ref_compiled.execution_devices),
+                      "ground_truth": "stored" if reference_logits is not None else "this machine, CPU f32"},
+        "metadata": rt_metadata(ref_model),
+        "num_samples": len(inputs),
+        "devices": status,
+        "runs": [],
+    }
+    truth = local_ref
+    if reference_logits is not None:
+        truth = np.asarray(reference_logits, dtype=np.float32)
+        _check_logits(truth, len(inputs), "stored reference outputs", local_ref.shape[1])
+        report["reference_reproduction"] = {k: v for k, v in consistency(truth, local_ref, labels).items()
+                                            if k in ("mismatches", "mismatch_ids", "drift")}
+    for path in compressed:
+        model = models[f"--compressed {path}"]
+        for device, state in status.items():
+            for precision in modes_for(device, precisions) if state == "available" else []:
+                requested = precision or "default"
+                compiled, logits, seconds = run(model, device, precision, f"{Path(path).name} {device} {requested}")
+                _check_logits(logits, len(inputs), f"--compressed {path}", truth.shape[1])
+                report["runs"].append({
+                    "model": str(path), "device": device, "requested_precision": requested,
+                    "precision": compiled.precision, "execution_devices": list(compiled.execution_devices),
+                    "images_per_second": len(inputs) / seconds if seconds > 0 else None,
+                    **consistency(truth, logits, labels, top_k=top_k),
+                })
+    return report
+
+
+def _check_logits(logits: np.ndarray, n: int, what: str, classes: int | None = None) -> None:
+    if logits.ndim != 2 or len(logits) != n or (classes is not None and logits.shape[1] != classes):
+        raise DataError(f"{what}: outputs of shape {list(logits.shape)}, expected ({n}, {classes or 'classes'})")
+
+
+def exceeding(report: dict[str, Any], max_mismatches: int) -> list[dict[str, Any]]:
+    """The runs with more than ``max_mismatches`` mismatches (the release gate)."""
+    return [r for r in report["runs"] if r["mismatches"] > max_mismatches]

@@ -6,31 +6,16 @@ Everything goes to a temporary file in the target directory first and is moved i
 
 from __future__ import annotations
 
-import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from nncf_lossless.atomic import atomic_write as _atomic_write
+from nncf_lossless.atomic import write_json
 from nncf_lossless.errors import DataError
 
-
-def _atomic_write(path: Path, write: Any) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        # mkstemp creates 0600; results and checkpoints are for whoever can read the run directory.
-        os.fchmod(fd, 0o644)
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+__all__ = ["load_checkpoint", "save_checkpoint", "write_json"]
 
 
 def save_checkpoint(obj: dict[str, Any], path: Path) -> None:
@@ -48,7 +33,3 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
     if not isinstance(obj, dict):
         raise DataError(f"{path}: not a checkpoint (top level is {type(obj).__name__}, expected a dict)")
     return obj
-
-
-def write_json(obj: Any, path: Path) -> None:
-    _atomic_write(path, lambda f: f.write((json.dumps(obj, indent=2) + "\n").encode()))

@@ -1,4 +1,4 @@
-"""``nncf-lossless``: train, demo, export, diff-layers and validate-config.
+"""``nncf-lossless``: train, demo, export, validate-config, diff-layers, check, bundle and merge-reports.
 
 User errors (:class:`~nncf_lossless.errors.UserError`) print one line, ``error: ...``, and exit
 with status 2; anything else is a bug and keeps its traceback.
@@ -79,6 +79,27 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("config", type=Path)
     _add_set(p)
     p.set_defaults(func=_validate)
+
+    # check / bundle / merge-reports need only openvino and numpy (check_cli is torch-free).
+    from nncf_lossless import check_cli
+
+    p = sub.add_parser("check", help="label consistency of compressed IRs vs the FP32 reference IR on OpenVINO devices",
+                       epilog="exit status: 0 ok, 1 a run exceeds --max-mismatches, 2 a user error")
+    check_cli.add_check_arguments(p)
+    p.set_defaults(func=check_cli.check_command)
+
+    p = sub.add_parser("bundle", help="a portable checker bundle (IRs, samples, FP32 reference outputs, "
+                       "check_bundle.py needing only openvino and numpy) for other machines")
+    p.add_argument("--reference", required=True, type=Path, help="the FP32 reference IR (.xml)")
+    p.add_argument("--compressed", required=True, type=Path, nargs="+", help="compressed IR(s) (.xml)")
+    p.add_argument("--data", required=True, type=Path, help=".npz with 'inputs' (N, ...) float32 and 'labels' (N,)")
+    p.add_argument("--output", required=True, type=Path, help="bundle directory to write")
+    p.set_defaults(func=_bundle)
+
+    p = sub.add_parser("merge-reports", help="merge consistency.json reports from several machines into one table")
+    p.add_argument("reports", nargs="+", type=Path)
+    p.add_argument("--output-dir", type=Path, default=Path("consistency-merged"))
+    p.set_defaults(func=check_cli.merge_command)
     return parser
 
 
@@ -126,6 +147,16 @@ def _validate(args: argparse.Namespace) -> int:
     import json
 
     print(json.dumps(load_config(args.config, args.overrides), indent=2))
+    return 0
+
+
+def _bundle(args: argparse.Namespace) -> int:
+    from nncf_lossless.bundle import write_bundle
+    from nncf_lossless.checker import load_samples
+
+    inputs, labels = load_samples(args.data)
+    script = write_bundle(args.reference, args.compressed, inputs, labels, args.output)
+    print(f"bundle: {args.output}; on the target machine run: python {script.name} --output-dir report")
     return 0
 
 
