@@ -29,6 +29,7 @@ from torch import nn
 
 from nncf_lossless.algorithms.quantizer_sites import quantizer_sites
 from nncf_lossless.errors import DataError
+from nncf_lossless.ov_runner import compile_ir
 
 # Relative float noise allowed between PyTorch and OpenVINO f32 (different accumulation order).
 NOISE = 1e-4
@@ -78,8 +79,8 @@ def diff_layers(model: nn.Module, ir_path: str | Path, inputs: np.ndarray, examp
     modules = _match_modules(ir, torch_out["modules"])
     ports = [fq.output(0) for fq in fqs] + [fq.input_value(0) for fq in fqs] + [node.output(0) for node in modules.values()]
     ir.add_outputs(ports)
-    props = {} if precision is None else {"INFERENCE_PRECISION_HINT": precision, "EXECUTION_MODE_HINT": "ACCURACY"}
-    compiled = core.compile_model(ir, device, props)
+    runner = compile_ir(ir, device, precision, core)
+    compiled = runner.model
     results = compiled(inputs)
     # A port may already be an output, or be asked for twice (a pooling output feeding a quantizer).
     position = {_port_key(out.get_node().input_value(0)): i for i, out in enumerate(ir.outputs)}
@@ -101,7 +102,7 @@ def diff_layers(model: nn.Module, ir_path: str | Path, inputs: np.ndarray, examp
     return {
         "ir": str(ir_path),
         "device": device,
-        "precision": compiled.get_property("INFERENCE_PRECISION_HINT").to_string(),
+        "precision": runner.precision,
         "num_samples": len(inputs),
         "layers": [asdict(layer) for layer in layers],
         "first_divergence": first,
