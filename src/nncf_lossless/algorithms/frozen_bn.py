@@ -29,6 +29,7 @@ from torch import nn
 
 from nncf_lossless import bn_freeze, registry
 from nncf_lossless.algorithm import CompressionContext
+from nncf_lossless.algorithms.shared_params import BN_ADAPTATION_SCHEMA
 from nncf_lossless.errors import ConfigError
 
 DEFAULT_FRACTION = 0.5
@@ -45,13 +46,7 @@ SCHEMA: dict[str, Any] = {
         "at_step": {"type": "integer", "minimum": 0},
         "at_fraction": {"type": "number", "minimum": 0, "maximum": 1},
         "freeze_affine": {"type": "boolean", "default": False},
-        "batch_norm_adaptation": {
-            "type": "object",
-            "additionalProperties": False,
-            "default": {},
-            "properties": {"enabled": {"type": "boolean", "default": False},
-                           "num_iterations": {"type": ["integer", "null"], "minimum": 1, "default": None}},
-        },
+        "batch_norm_adaptation": BN_ADAPTATION_SCHEMA,
     },
 }
 

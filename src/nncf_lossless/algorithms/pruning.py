@@ -27,7 +27,7 @@ from torch import nn
 
 from nncf_lossless import registry
 from nncf_lossless.algorithm import CompressionContext
-from nncf_lossless.algorithms.scopes import IGNORED_SCOPE_SCHEMA, to_ignored_scope
+from nncf_lossless.algorithms.shared_params import BN_ADAPTATION_SCHEMA, IGNORED_SCOPE_SCHEMA, to_ignored_scope
 from nncf_lossless.errors import ConfigError
 
 MODES = ["UNSTRUCTURED_MAGNITUDE_LOCAL", "UNSTRUCTURED_MAGNITUDE_GLOBAL", "UNSTRUCTURED_REGULARIZATION_BASED"]
@@ -65,13 +65,7 @@ SCHEMA: dict[str, Any] = {
             "properties": {"p": {"type": "number", "exclusiveMinimum": 0, "default": 0.05},
                            "weight": {"type": "number", "minimum": 0, "default": 1.0}},
         },
-        "batch_norm_adaptation": {
-            "type": "object",
-            "additionalProperties": False,
-            "default": {},
-            "properties": {"enabled": {"type": "boolean", "default": False},
-                           "num_iterations": {"type": ["integer", "null"], "minimum": 1, "default": None}},
-        },
+        "batch_norm_adaptation": BN_ADAPTATION_SCHEMA,
     },
 }
 

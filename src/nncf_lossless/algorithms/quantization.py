@@ -19,7 +19,7 @@ from torch import nn
 from nncf_lossless import registry
 from nncf_lossless.algorithm import CompressionContext
 from nncf_lossless.algorithms import low_bit
-from nncf_lossless.algorithms.scopes import IGNORED_SCOPE_SCHEMA, to_ignored_scope
+from nncf_lossless.algorithms.shared_params import IGNORED_SCOPE_SCHEMA, to_ignored_scope
 from nncf_lossless.errors import ConfigError
 
 _BITS = {"type": "object", "additionalProperties": False, "default": {},

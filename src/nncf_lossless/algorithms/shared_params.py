@@ -1,4 +1,5 @@
-"""``ignored_scope`` in the config, as NNCF 2 spelled it, mapped to ``nncf.IgnoredScope``."""
+"""Config parameters several entries share: ``ignored_scope`` (NNCF 2's spelling, mapped to
+``nncf.IgnoredScope``) and ``batch_norm_adaptation`` (``nncf.batch_norm_adaptation``)."""
 
 from __future__ import annotations
 
@@ -27,3 +28,13 @@ def to_ignored_scope(params: dict[str, Any] | None) -> nncf.IgnoredScope | None:
         types=list(params.get("types", [])),
         validate=params.get("validate", True),
     )
+
+
+# nncf.batch_norm_adaptation, as entries that re-estimate BatchNorm statistics offer it.
+BN_ADAPTATION_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "additionalProperties": False,
+    "default": {},
+    "properties": {"enabled": {"type": "boolean", "default": False},
+                   "num_iterations": {"type": ["integer", "null"], "minimum": 1, "default": None}},
+}
