@@ -83,6 +83,34 @@ def test_a_run_killed_after_an_epoch_resumes_to_the_same_weights(tmp_path):
     assert resumed["history"] == straight["history"]
 
 
+def test_a_run_killed_while_the_reference_trains_resumes_it_to_the_same_weights(tmp_path):
+    config = digits_config(training={"seed": 5, "epochs": 1, "batch_size": 16, "reference": {"epochs": 5, "lr": 3e-3}},
+                           export={"enabled": False})
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps(config))
+    killed = tmp_path / "killed"
+    progress = killed / "reference_progress.pt"
+    proc = subprocess.Popen([sys.executable, "-m", "nncf_lossless", "train", "--config", str(path),
+                             "--output-dir", str(killed)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 300
+    while not progress.exists() and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.01)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    epoch_at_kill = load_checkpoint(progress)["epoch"]
+    assert 1 <= epoch_at_kill < 5 and not (killed / "reference.pt").exists(), "the kill must land mid-reference"
+
+    proc = _cli("train", "--config", path, "--output-dir", killed, "--resume")
+    assert proc.returncode == 0, proc.stderr
+    assert f"resumed after epoch {epoch_at_kill}/5" in proc.stderr
+    assert not progress.exists()
+    run(config, tmp_path / "straight")
+    resumed = load_checkpoint(killed / "reference.pt")["state_dict"]
+    straight = load_checkpoint(tmp_path / "straight" / "reference.pt")["state_dict"]
+    for key, value in straight.items():
+        assert torch.equal(resumed[key], value), key
+
+
 def test_resume_refuses_a_changed_config(tmp_path):
     run(digits_config(training={"epochs": 1, "reference": {"epochs": 1}}), tmp_path, )
     with pytest.raises(ConfigError, match="^--resume: the config differs from"):

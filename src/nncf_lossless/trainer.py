@@ -6,6 +6,7 @@ it on OpenVINO CPU. The output directory holds::
 
     config.json       the validated config the run started with
     reference.pt      FP32 reference weights
+    reference_progress.pt  while the reference trains: its last finished epoch (--resume continues it)
     checkpoint.pt     last finished epoch (controller state, optimizer, RNG): --resume starts here
     best.pt           with select_checkpoint=fewest_mismatches: the controller state of the best epoch
     results.json      accuracies, mismatches, flip matrix, history, OpenVINO results
@@ -45,6 +46,7 @@ from nncf_lossless.models import build_model
 
 CHECKPOINT = "checkpoint.pt"
 REFERENCE = "reference.pt"
+REFERENCE_PROGRESS = "reference_progress.pt"
 RESULTS = "results.json"
 BEST = "best.pt"
 IR_EVAL_DIR = ".ir-eval"
@@ -315,14 +317,28 @@ def _load_or_train_reference(model: nn.Module, config: dict[str, Any], loaders: 
     ref_cfg = config["training"]["reference"]
     optimizer = make_optimizer(model.parameters(), ref_cfg)
     lr_schedule = make_lr_schedule(optimizer, ref_cfg, ref_cfg["epochs"] * len(loaders.train))
+    # A long reference (CIFAR-10: hours) must survive a kill too: every epoch is checkpointed, and
+    # a run started in this directory again (only --resume gets this far) continues from it.
+    progress, start = out / REFERENCE_PROGRESS, 0
+    if progress.exists():
+        state = load_checkpoint(progress)
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        lr_schedule.load_state_dict(state["lr_schedule"])
+        torch.set_rng_state(state["rng"])
+        start = int(state["epoch"])
+        console.print(f"FP32 reference: resumed after epoch {start}/{ref_cfg['epochs']}")
     started = time.perf_counter()
-    for epoch in range(ref_cfg["epochs"]):
+    for epoch in range(start, ref_cfg["epochs"]):
         loss = fit_epoch(model, loaders.train, optimizer, lr_schedule, None, console,
                          description=f"FP32 reference epoch {epoch + 1}/{ref_cfg['epochs']}")
+        save_checkpoint({"epoch": epoch + 1, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                         "lr_schedule": lr_schedule.state_dict(), "rng": torch.get_rng_state()}, progress)
         if not console.is_terminal and (epoch + 1) % max(1, ref_cfg["epochs"] // 10) == 0:
             # Without a live progress bar, a line every tenth of the way shows the run is alive.
             console.print(f"FP32 reference epoch {epoch + 1}/{ref_cfg['epochs']}: loss {loss:.4f}")
     save_checkpoint({"state_dict": model.state_dict()}, path)
+    progress.unlink(missing_ok=True)
     return time.perf_counter() - started
 
 
@@ -332,7 +348,8 @@ def _prepare_run_dir(config: dict[str, Any], out: Path, resume: bool, overwrite:
         if saved.exists() and load_config(saved) != config:
             raise ConfigError(f"--resume: the config differs from {saved}, the one this run started with")
         return
-    previous = [name for name in (CONFIG, REFERENCE, CHECKPOINT, BEST, RESULTS, TUNING) if (out / name).exists()]
+    previous = [name for name in (CONFIG, REFERENCE_PROGRESS, REFERENCE, CHECKPOINT, BEST, RESULTS, TUNING)
+                if (out / name).exists()]
     if previous and not overwrite:
         raise ConfigError(f"--output-dir: {out} already holds a run ({', '.join(previous)}); "
                           "pass --resume to continue it or --overwrite to start over")
