@@ -70,7 +70,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--ir", required=True, type=Path, help="the compressed IR exported from that model")
     p.add_argument("--config", type=Path, help="the config, if not next to the checkpoint")
     p.add_argument("--data", type=Path, help=".npz with an 'inputs' array (default: the config's test split)")
-    p.add_argument("--samples", type=int, default=256, help="how many samples to run (default 256)")
+    p.add_argument("--samples", type=_positive_int, default=256, help="how many samples to run (default 256)")
     p.add_argument("--output", type=Path, help="write the full report as JSON here")
     _add_set(p)
     p.set_defaults(func=_diff_layers)
@@ -101,6 +101,13 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--output-dir", type=Path, default=Path("consistency-merged"))
     p.set_defaults(func=check_cli.merge_command)
     return parser
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
 
 
 def _add_run_mode(p: argparse.ArgumentParser) -> None:
