@@ -6,8 +6,13 @@ through another FakeQuantize. With OpenVINO's low-precision transformations on (
 about 8% of the outputs of that last FakeQuantize land one quantization step away from what
 FakeQuantize arithmetic gives (a float64 NumPy reference, and OpenVINO itself with
 ``LP_TRANSFORMS_MODE`` off, agree to within a few rounding ties). Without the FakeQuantize after the
-Add, both modes agree exactly. This is the part of the INT8 PyTorch-vs-IR gap that lies in
-OpenVINO's int8 execution (README, known issues).
+Add, both modes agree exactly.
+
+The cause: the plugin fuses the first branch's FakeQuantize, the Add and the last FakeQuantize into
+that branch's convolution and runs the branch's FakeQuantize without rounding (``Convolution::
+setPostOps``: "drop rounding one special residual pattern"). The last line checks exactly that: a
+NumPy model that only clamps that branch matches OpenVINO's int8 output. nncf-lossless trains with
+the same arithmetic (``match_openvino_cpu``; README, known issues).
 
 Run: ``python bench/repro_openvino_lpt_residual_add.py``.
 """
@@ -73,6 +78,10 @@ def main() -> None:
     y_np = sum(fake_quantize_np(conv_np(a_np, w.astype(np.float64)) + b, SIGNED_LOW, SIGNED_HIGH)
                for w, b in zip(weights, biases))
     step = OUT_HIGH / 255
+    unrounded_branch = fake_quantize_np(
+        np.clip(conv_np(a_np, weights[0].astype(np.float64)) + biases[0], SIGNED_LOW, SIGNED_HIGH)
+        + fake_quantize_np(conv_np(a_np, weights[1].astype(np.float64)) + biases[1], SIGNED_LOW, SIGNED_HIGH),
+        0.0, OUT_HIGH)
     for requantize in (True, False):
         expected = fake_quantize_np(y_np, 0.0, OUT_HIGH) if requantize else y_np
         for lp in (True, False):
@@ -81,6 +90,9 @@ def main() -> None:
             off = int((np.abs(out - expected) >= step / 2).sum())
             print(f"FakeQuantize after the Add: {requantize!s:5}  LP_TRANSFORMS_MODE {lp!s:5}: "
                   f"{off} of {out.size} outputs a step or more from FakeQuantize arithmetic")
+            if requantize and lp:
+                off = int((np.abs(out - unrounded_branch) >= step / 2).sum())
+                print(f"  the same against FakeQuantize arithmetic without rounding in the fused branch: {off} of {out.size}")
 
 
 if __name__ == "__main__":

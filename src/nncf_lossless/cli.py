@@ -197,6 +197,8 @@ def _flips(matrix: list[list[int]]) -> str:
 def _quiet_third_party_logs() -> None:
     # torch warns about a missing CUDA runtime on every CPU-only import of NNCF's extensions.
     logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)
+    # torchao (imported by nncf.strip) registers an Enum with torch's pytree, which warns each time.
+    logging.getLogger("torch.utils._pytree").setLevel(logging.ERROR)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 

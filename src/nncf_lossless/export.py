@@ -73,6 +73,11 @@ def export_pair(
     return {role: out_dir / xml for role, xml in written.items()}
 
 
+def compressed_to_openvino(model: nn.Module, example_input: torch.Tensor, shape: list[int] | None = None) -> ov.Model:
+    """The in-memory ``ov.Model`` that :func:`export_pair` saves as ``compressed.xml`` (without rt_info)."""
+    return _convert(_stripped(model, example_input), example_input, shape or [-1, *example_input.shape[1:]])
+
+
 def _stripped(model: nn.Module, example_input: torch.Tensor) -> nn.Module:
     """The model as it should run on the device: NNCF's strip for 8 bits, our equivalent for fewer.
 

@@ -19,8 +19,9 @@ from nncf_lossless.trainer import load_compressed
 
 def run_diff_layers(args: argparse.Namespace) -> int:
     config_path, checkpoint = _resolve_model(args.model, args.config)
+    given = _inputs(args.data, None, args.samples) if args.data is not None else None  # bad --data fails before any work
     ctrl, model, data = load_compressed(load_config(config_path, args.overrides), checkpoint)
-    inputs = _inputs(args.data, data, args.samples)
+    inputs = given if given is not None else _inputs(None, data, args.samples)
     report = diff_layers(model, args.ir, inputs, ctrl.example_input)
     _print(report)
     if args.output:

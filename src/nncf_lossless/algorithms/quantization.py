@@ -4,6 +4,10 @@
 trainer (or the user's loop) then fine-tunes weights and ranges together. ``weights.bits`` /
 ``activations.bits`` below 8 switch the quantizers to low-bit after calibration
 (:mod:`nncf_lossless.algorithms.low_bit`).
+
+``match_openvino_cpu`` (default on) makes the activation quantizers that OpenVINO's CPU plugin
+runs without rounding clamp-only in PyTorch too (:mod:`nncf_lossless.algorithms.cpu_rounding`), so
+the model trained and measured is the one the CPU executes.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from torch import nn
 from nncf_lossless import registry
 from nncf_lossless.algorithm import CompressionContext
 from nncf_lossless.algorithms import low_bit
+from nncf_lossless.algorithms.cpu_rounding import CpuRounding, match_cpu_rounding
 from nncf_lossless.algorithms.shared_params import IGNORED_SCOPE_SCHEMA, to_ignored_scope
 from nncf_lossless.errors import ConfigError
 
@@ -39,6 +44,7 @@ SCHEMA: dict[str, Any] = {
         "ignored_scope": IGNORED_SCOPE_SCHEMA,
         "weights": _BITS,
         "activations": _BITS,
+        "match_openvino_cpu": {"type": "boolean", "default": True},
     },
 }
 
@@ -48,6 +54,7 @@ class Quantization:
     params: dict[str, Any]
     name: str = "quantization"
     model: nn.Module | None = field(default=None, repr=False)
+    cpu_rounding: CpuRounding = field(default_factory=CpuRounding, repr=False)
 
     def apply(self, model: nn.Module, ctx: CompressionContext) -> nn.Module:
         dataset = ctx.nncf_dataset("algorithm: quantization")
@@ -78,6 +85,10 @@ class Quantization:
 
     def attach(self, model: nn.Module, ctx: CompressionContext) -> None:
         self.model = model
+        # Found again from the graph on every attach (fresh or restored), so there is no state to keep.
+        self.cpu_rounding.remove()
+        if self.params.get("match_openvino_cpu", True):
+            self.cpu_rounding = match_cpu_rounding(model, ctx.example_input)
 
     def loss(self, outputs: torch.Tensor, targets: torch.Tensor | None, inputs: torch.Tensor | None) -> None:
         return None
@@ -98,6 +109,8 @@ class Quantization:
             "quantizers_by_bits": {str(b): n for b, n in sorted(bits.items())},
             "weights_bits": self.params["weights"]["bits"],
             "activations_bits": self.params["activations"]["bits"],
+            "clamp_only_on_cpu": list(self.cpu_rounding.clamped),
+            "clamp_only_unmatched": list(self.cpu_rounding.unmatched),
         }
 
     def state_dict(self) -> dict[str, Any]:
