@@ -1,4 +1,4 @@
-"""``nncf-lossless``: train, demo, export, validate-config, diff-layers, check, bundle and merge-reports.
+"""``nncf-lossless``: train, demo, export, validate-config, diff-layers, select-hints, check, bundle, merge-reports.
 
 User errors (:class:`~nncf_lossless.errors.UserError`) print one line, ``error: ...``, and exit
 with status 2; anything else is a bug and keeps its traceback.
@@ -75,6 +75,15 @@ def _parser() -> argparse.ArgumentParser:
     _add_set(p)
     p.set_defaults(func=_diff_layers)
 
+    p = sub.add_parser("select-hints", help="cluster the FP32 reference's layers and print the hint points (JSON + heatmap)")
+    p.add_argument("--config", required=True, type=Path)
+    p.add_argument("--output-dir", type=Path, default=Path("hint-points"))
+    p.add_argument("--num-points", dest="num_points", type=_positive_int, help="K (default: the entry's num_points, or 3)")
+    p.add_argument("--metric", choices=["linear_cka", "rbf_cka", "cca"], help="default: the entry's, or linear_cka")
+    p.add_argument("--samples", type=_positive_int, help="teacher inputs to compare layers on (default 1000)")
+    _add_set(p)
+    p.set_defaults(func=_select_hints)
+
     p = sub.add_parser("validate-config", help="check a config and print it with defaults filled in")
     p.add_argument("config", type=Path)
     _add_set(p)
@@ -148,6 +157,12 @@ def _diff_layers(args: argparse.Namespace) -> int:
     from nncf_lossless.layer_diff_cli import run_diff_layers
 
     return run_diff_layers(args)
+
+
+def _select_hints(args: argparse.Namespace) -> int:
+    from nncf_lossless.hints_cli import run_select_hints
+
+    return run_select_hints(args)
 
 
 def _validate(args: argparse.Namespace) -> int:

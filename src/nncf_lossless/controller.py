@@ -62,7 +62,7 @@ class CompressionController:
         """
         device = outputs.device if outputs is not None else self.example_input.device
         total = torch.zeros((), device=device)
-        for algo in self.algorithms:
+        for algo in self._exclusive() or self.algorithms:
             term = algo.loss(outputs, targets, inputs)
             if term is not None:
                 total = total + term
@@ -70,8 +70,12 @@ class CompressionController:
 
     @property
     def owns_task_loss(self) -> bool:
-        """True if an algorithm declares (``owns_task_loss = True``) that ``loss()`` includes the task loss."""
-        return any(getattr(algo, "owns_task_loss", False) for algo in self.algorithms)
+        """True if an algorithm declares (``owns_task_loss = True``) that ``loss()`` includes the task loss,
+        or one is ``exclusive`` for now (its loss alone is the training loss, e.g. hints-only epochs)."""
+        return bool(self._exclusive()) or any(getattr(algo, "owns_task_loss", False) for algo in self.algorithms)
+
+    def _exclusive(self) -> list[Algorithm]:
+        return [algo for algo in self.algorithms if getattr(algo, "exclusive", False)]
 
     def trainable_parameters(self) -> list[nn.Parameter]:
         """What the optimizer should train: the model's parameters plus any an algorithm adds

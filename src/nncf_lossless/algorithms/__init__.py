@@ -2,5 +2,6 @@
 
 from nncf_lossless.algorithms import distillation as distillation
 from nncf_lossless.algorithms import frozen_bn as frozen_bn
+from nncf_lossless.algorithms import hint_distillation as hint_distillation
 from nncf_lossless.algorithms import pruning as pruning
 from nncf_lossless.algorithms import quantization as quantization

@@ -1,0 +1,117 @@
+"""Hint points: auto-selected (clustered) vs conventional stage ends vs no hints, same budget and seed.
+
+    python bench/hints.py [--config configs/digits_int8.json] [--set model.name=resnet20 ...]
+                          [--bits 4] [--epochs 4] [--seeds 0 1 2] [--metric linear_cka]
+                          [--with ENTRY_JSON ...] [--output bench/results/hints_digits.json]
+
+Every recipe is QAT at ``--bits`` (weights and activations) plus ``--with`` entries (e.g. the
+distillation entry), and then: ``no_hints``; ``stage_ends``: ``hint_distillation`` at the last block
+of each stage (FitNets' usual choice); ``auto``: ``hint_distillation`` at as many clustered points
+(``hint_points: "auto"``). For each seed the first recipe trains the FP32 reference and the others
+compress that very checkpoint. Writes JSON (each run's mismatches in PyTorch and on OpenVINO CPU
+f32, accuracies, the points used) and a plot. Runs on CIFAR-10 with
+``--config configs/cifar10_resnet20_int8.json --set dataset.path=...``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+
+from nncf_lossless.checkpoint import write_json
+from nncf_lossless.config import load_config
+from nncf_lossless.hint_points import candidate_layers, stage_ends
+from nncf_lossless.models import build_model
+from nncf_lossless.trainer import REFERENCE, run
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--config", type=Path, default=Path(__file__).resolve().parents[1] / "configs" / "digits_int8.json")
+    parser.add_argument("--set", action="append", default=["model.name=resnet20"], dest="overrides", metavar="KEY=VALUE")
+    parser.add_argument("--bits", type=int, default=4)
+    parser.add_argument("--epochs", type=int, default=4)
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--metric", default="linear_cka", choices=["linear_cka", "rbf_cka", "cca"])
+    parser.add_argument("--samples", type=int, default=1000, help="teacher samples for the auto selection")
+    parser.add_argument("--weight", type=float, default=1.0, help="hint loss weight")
+    parser.add_argument("--with", dest="extra", action="append", default=[], metavar="ENTRY_JSON",
+                        help='extra entry for every recipe, e.g. \'{"algorithm": "label_preserving_distillation"}\'')
+    parser.add_argument("--output", type=Path, default=Path("bench/results/hints_digits.json"))
+    args = parser.parse_args()
+
+    base = load_config(args.config, args.overrides)
+    model = build_model(base["model"], num_classes=10, in_channels=base["input_info"]["sample_size"][1])
+    ends = stage_ends(candidate_layers(model))
+    quant = {"algorithm": "quantization", "weights": {"bits": args.bits}, "activations": {"bits": args.bits}}
+    extra = [json.loads(e) for e in args.extra]
+    hint = {"algorithm": "hint_distillation", "weight": args.weight}
+    recipes = {
+        "no_hints": [quant, *extra],
+        "stage_ends": [quant, *extra, {**hint, "hint_points": ends}],
+        "auto": [quant, *extra, {**hint, "hint_points": "auto", "num_points": len(ends), "metric": args.metric,
+                                 "samples": args.samples}],
+    }
+    rows: dict[str, dict] = {name: {"compression": entries, "runs": []} for name, entries in recipes.items()}
+    with tempfile.TemporaryDirectory() as tmp:
+        for seed in args.seeds:
+            first = Path(tmp) / f"no_hints-{seed}"
+            for name, row in rows.items():
+                config = {**base, "compression": row["compression"],
+                          "training": {**base["training"], "seed": seed, "epochs": args.epochs}}
+                if name != "no_hints":
+                    config["model"] = {**base["model"], "checkpoint": str(first / REFERENCE)}
+                started = time.perf_counter()
+                results = run(config, Path(tmp) / f"{name}-{seed}")
+                f32 = next(r for r in results["openvino"]["runs"] if r["requested_precision"] == "f32")
+                row["runs"].append({
+                    "seed": seed,
+                    "reference_accuracy": results["reference"]["accuracy"],
+                    "compressed_accuracy": results["compressed"]["accuracy"],
+                    "mismatches": results["mismatches"],
+                    "mismatches_reference_correct": results["mismatches_reference_correct"],
+                    "ir_f32_mismatches": f32["mismatches"],
+                    "hint_points": results["statistics"].get("hint_distillation", {}).get("hint_points", []),
+                    "num_samples": results["num_samples"],
+                    "wall_seconds": time.perf_counter() - started,
+                })
+                print(name, row["runs"][-1], file=sys.stderr)
+    for row in rows.values():
+        for key in ("mismatches", "ir_f32_mismatches", "compressed_accuracy"):
+            row[f"{key}_mean"] = statistics.mean(r[key] for r in row["runs"])
+    report = {"config": str(args.config), "overrides": args.overrides, "bits": args.bits, "epochs": args.epochs,
+              "seeds": args.seeds, "metric": args.metric, "stage_ends": ends, "recipes": rows}
+    write_json(report, args.output)
+    plot(rows, args.output.with_suffix(".png"), f"{args.bits}-bit QAT, {base['model']['name']}")
+    print(f"wrote {args.output} and {args.output.with_suffix('.png')}")
+    return 0
+
+
+def plot(rows: dict, path: Path, title: str) -> None:
+    names = list(rows)
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    for x, name in enumerate(names):
+        runs = rows[name]["runs"]
+        ax.bar(x, rows[name]["mismatches_mean"], width=0.6, color="tab:blue", alpha=0.6)
+        ax.scatter([x] * len(runs), [r["mismatches"] for r in runs], color="black", s=12, zorder=3)
+    ax.set_xticks(range(len(names)), names)
+    first = next(iter(rows.values()))["runs"][0]
+    ax.set_ylabel(f"mismatches of {first['num_samples']} (mean, dots: seeds)")
+    ax.set_title(f"{title}: label flips vs FP32 reference")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
