@@ -46,6 +46,8 @@ def _parser() -> argparse.ArgumentParser:
     p = sub.add_parser("train", help="train/load the FP32 reference, compress, fine-tune, evaluate, export")
     p.add_argument("--config", required=True, type=Path)
     p.add_argument("--output-dir", required=True, type=Path)
+    p.add_argument("--stop-after-epoch", type=_positive_int, metavar="N",
+                   help="end this run after fine-tuning epoch N's checkpoint (a job's time limit); continue with --resume")
     _add_run_mode(p)
     _add_set(p)
     p.set_defaults(func=_train)
@@ -134,8 +136,10 @@ def _train(args: argparse.Namespace) -> int:
     from nncf_lossless.trainer import run
 
     results = run(load_config(args.config, args.overrides), args.output_dir, resume=args.resume,
-                  overwrite=args.overwrite)
-    _print_summary(results, args.output_dir)
+                  overwrite=args.overwrite, stop_after_epoch=getattr(args, "stop_after_epoch", None))
+    # Under torchrun every rank returns; one summary is enough.
+    if os.environ.get("RANK", "0") == "0" and "stopped_after_epoch" not in results:
+        _print_summary(results, args.output_dir)
     return 0
 
 

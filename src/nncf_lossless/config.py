@@ -88,6 +88,8 @@ TOP_LEVEL_SCHEMA: dict[str, Any] = {
                 "device": {"enum": ["auto", "cpu", "cuda"], "default": "auto"},
                 # Also measure mismatches on the exported IRs (OpenVINO CPU, f32) at each evaluation.
                 "evaluate_ir": {"type": "boolean", "default": False},
+                # Under torchrun on GPUs: BatchNorm statistics over all processes' batches (before any freeze).
+                "sync_batch_norm": {"type": "boolean", "default": False},
                 # Which epoch's weights the run ends with: the last, or the one with the fewest
                 # mismatches (IR-measured with evaluate_ir; compressed accuracy breaks ties).
                 "select_checkpoint": {"enum": ["last", "fewest_mismatches"], "default": "last"},

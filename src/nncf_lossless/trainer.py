@@ -15,10 +15,18 @@ it on OpenVINO CPU. The output directory holds::
 Every file is written atomically. A resumed run continues from the last checkpoint and, given
 the same config, ends with the same weights as an uninterrupted one: the data order and
 augmentation come from torch's global RNG, whose state is checkpointed.
+
+Under torchrun (``WORLD_SIZE`` > 1) the same run is data-parallel (:mod:`nncf_lossless.distributed`):
+rank 0 calibrates and the others rebuild the model from its broadcast state, every rank trains
+its shard inside DistributedDataParallel, evaluation gathers every rank's logits so counts are the
+single-process ones, and only rank 0 writes. Each epoch's data order and augmentation then come
+from (seed, epoch, rank), so a resumed run, with the same number of processes, is bit-identical to
+an uninterrupted one; a different number of processes resumes too, on its own shards.
 """
 
 from __future__ import annotations
 
+import copy
 import random
 import shutil
 import time
@@ -32,8 +40,10 @@ import torch.nn.functional as F
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from torch import nn
-from torch.utils.data import DataLoader
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader, DistributedSampler, Subset
 
+from nncf_lossless import distributed
 from nncf_lossless.checker import check_pair
 from nncf_lossless.checkpoint import load_checkpoint, save_checkpoint, write_json
 from nncf_lossless.config import load_config
@@ -62,37 +72,56 @@ class Loaders:
 
 
 def run(config: dict[str, Any] | str | Path, output_dir: str | Path, *, resume: bool = False,
-        overwrite: bool = False, console: Console | None = None) -> dict[str, Any]:
+        overwrite: bool = False, console: Console | None = None, stop_after_epoch: int | None = None) -> dict[str, Any]:
     """Runs the whole job and returns the results that are also written to ``results.json``.
 
     An output directory that already holds a run is continued with ``resume``, started over
     with ``overwrite`` (its reference, checkpoint and results are discarded), and refused otherwise.
+    ``stop_after_epoch`` ends this run after that fine-tuning epoch's checkpoint (a job slot's time
+    limit); ``resume`` continues it. The results then say ``stopped_after_epoch`` and nothing is exported.
     """
     config = load_config(config)
     out = Path(output_dir)
-    console = console or Console(stderr=True)
-    _prepare_run_dir(config, out, resume, overwrite)
     train_cfg = config["training"]
+    owns_group = not torch.distributed.is_initialized()
+    dctx = distributed.setup(train_cfg["device"])
+    try:
+        return _run(config, out, resume, overwrite, console or Console(stderr=True, quiet=not dctx.is_main),
+                    stop_after_epoch, dctx)
+    finally:
+        if owns_group:
+            distributed.teardown(dctx)
+
+
+def _run(config: dict[str, Any], out: Path, resume: bool, overwrite: bool, console: Console,
+         stop_after_epoch: int | None, dctx: distributed.Context) -> dict[str, Any]:
+    train_cfg = config["training"]
+    _prepare_run_dir(config, out, resume, overwrite, remove=dctx.is_main)
+    if dctx.enabled:
+        _check_distributed(config, out)
     seed_everything(train_cfg["seed"])
     data = load_dataset(config["dataset"], seed=train_cfg["seed"])
     _check_sample_size(config, data)
-    loaders = make_loaders(data, train_cfg)
-    write_json(config, out / CONFIG)
+    loaders = make_loaders(data, train_cfg, dctx)
+    if dctx.is_main:
+        write_json(config, out / CONFIG)
+    distributed.barrier(dctx)
 
-    device = resolve_device(train_cfg["device"])
+    device = distributed.device_for(dctx, resolve_device(train_cfg["device"]))
     model = build_model(config["model"], num_classes=len(data.class_names), in_channels=data.sample_size[1]).to(device)
-    reference_seconds = _load_or_train_reference(model, config, loaders, out, console)
-    ref_logits, labels = predict(model, loaders.test)
+    if dctx.enabled and train_cfg["sync_batch_norm"]:
+        model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    reference_seconds = _load_or_train_reference(model, config, loaders, out, console, dctx)
+    ref_logits, labels = evaluate(model, loaders.test, dctx)
     tuned = _tune_if_auto(config, model, data, out, console)
 
     state = load_checkpoint(out / CHECKPOINT) if resume and (out / CHECKPOINT).exists() else None
     if resume and state is None:
         console.print(f"[yellow]no checkpoint in {out}; starting the compressed fine-tuning from the beginning")
     epochs = train_cfg["epochs"]
-    ctrl, cmodel = create_compressed_model(
-        model, tuned, calibration_data=loaders.calibration, compression_state=state["ctrl"] if state else None,
-        epochs=epochs, steps_per_epoch=len(loaders.train),
-    )
+    ctrl, cmodel = _compress(model, tuned, loaders, state, epochs, dctx)
+    train_model = _wrap_ddp(cmodel, tuned, dctx)
+    outside_ddp = _outside(ctrl.trainable_parameters(), cmodel) if dctx.enabled else []
     optimizer = make_optimizer(ctrl.trainable_parameters(), train_cfg)
     lr_schedule = make_lr_schedule(optimizer, train_cfg, epochs * len(loaders.train))
     history: list[dict[str, Any]] = []
@@ -111,45 +140,68 @@ def run(config: dict[str, Any] | str | Path, output_dir: str | Path, *, resume: 
     teacher_trains = any(p.requires_grad for p in ctrl.reference.parameters())
     started = time.perf_counter()
     comp_logits = None
+    stopped = False
     for epoch in range(start_epoch, epochs):
-        loss = fit_epoch(cmodel, loaders.train, optimizer, lr_schedule, ctrl, console,
-                         description=f"fine-tuning epoch {epoch + 1}/{epochs}")
+        _start_epoch(loaders, dctx, train_cfg["seed"], epoch)
+        loss = fit_epoch(train_model, loaders.train, optimizer, lr_schedule, ctrl, console,
+                         description=f"fine-tuning epoch {epoch + 1}/{epochs}",
+                         after_backward=lambda: distributed.average_gradients(dctx, outside_ddp))
         if teacher_trains:
-            ref_logits, _ = predict(ctrl.reference, loaders.test)
-        comp_logits, _ = predict(cmodel, loaders.test)
+            ref_logits, _ = evaluate(ctrl.reference, loaders.test, dctx)
+        comp_logits, _ = evaluate(cmodel, loaders.test, dctx)
         metrics = compare(ref_logits, comp_logits, labels)
         record = {"epoch": epoch + 1, "train_loss": loss, "compressed_accuracy": metrics["compressed"]["accuracy"],
                   "mismatches": metrics["mismatches"], "statistics": ctrl.statistics()}
         line = (f"fine-tuning epoch {epoch + 1}/{epochs}: loss {loss:.4f}, compressed accuracy "
                 f"{metrics['compressed']['accuracy']:.2%}, mismatches {metrics['mismatches']} of {len(labels)}")
         if train_cfg["evaluate_ir"]:
-            ir_metrics, ir_reference_logits = evaluate_on_ir(ctrl, out / IR_EVAL_DIR, test_inputs, labels,
-                                                             None if teacher_trains else ir_reference_logits)
-            record.update(ir_mismatches=ir_metrics["mismatches"], ir_compressed_accuracy=ir_metrics["compressed"]["accuracy"])
-            line += f" (on the IRs: {ir_metrics['mismatches']})"
+            ir_record = None
+            if dctx.is_main:  # one OpenVINO evaluation, shared: every rank must pick the same best epoch
+                ir_metrics, ir_reference_logits = evaluate_on_ir(ctrl, out / IR_EVAL_DIR, test_inputs, labels,
+                                                                 None if teacher_trains else ir_reference_logits)
+                ir_record = {"ir_mismatches": ir_metrics["mismatches"],
+                             "ir_compressed_accuracy": ir_metrics["compressed"]["accuracy"]}
+            record.update(distributed.broadcast_object(dctx, ir_record))
+            line += f" (on the IRs: {record['ir_mismatches']})"
         history.append(record)
         console.print(line)
         score = [record.get("ir_mismatches", record["mismatches"]), -record.get("ir_compressed_accuracy", record["compressed_accuracy"])]
         if train_cfg["select_checkpoint"] == "fewest_mismatches" and (best is None or score < best["score"]):
             best = {"epoch": epoch + 1, "score": score}
-            save_checkpoint({"epoch": epoch + 1, "ctrl": ctrl.state_dict()}, out / BEST)
-        save_checkpoint({"epoch": epoch + 1, "ctrl": ctrl.state_dict(), "optimizer": optimizer.state_dict(),
-                         "lr_schedule": lr_schedule.state_dict(), "rng": torch.get_rng_state(), "history": history,
-                         "best": best}, out / CHECKPOINT)
+            if dctx.is_main:
+                save_checkpoint({"epoch": epoch + 1, "ctrl": ctrl.state_dict()}, out / BEST)
+        if dctx.is_main:
+            save_checkpoint({"epoch": epoch + 1, "ctrl": ctrl.state_dict(), "optimizer": optimizer.state_dict(),
+                             "lr_schedule": lr_schedule.state_dict(), "rng": torch.get_rng_state(), "history": history,
+                             "best": best, "world_size": dctx.world_size}, out / CHECKPOINT)
+        if stop_after_epoch is not None and epoch + 1 >= stop_after_epoch and epoch + 1 < epochs:
+            stopped = True
+            break
     fine_tune_seconds = time.perf_counter() - started
+    distributed.barrier(dctx)  # rank 0's checkpoints are on disk before anyone reads best.pt or leaves
+    if stopped:
+        console.print(f"stopped after epoch {len(history)} of {epochs} (stop_after_epoch); continue with --resume")
+        return {"stopped_after_epoch": len(history), "history": history}
 
     if best is not None and best["epoch"] != len(history):
         ctrl.load_state_dict(load_checkpoint(out / BEST)["ctrl"])
         console.print(f"kept the weights of epoch {best['epoch']} (select_checkpoint: fewest_mismatches)")
         comp_logits = None
     if comp_logits is None:  # resumed after the last epoch, or a best epoch restored
-        comp_logits, _ = predict(cmodel, loaders.test)
+        comp_logits, _ = evaluate(cmodel, loaders.test, dctx)
         if teacher_trains:
-            ref_logits, _ = predict(ctrl.reference, loaders.test)
+            ref_logits, _ = evaluate(ctrl.reference, loaders.test, dctx)
     results: dict[str, Any] = {**compare(ref_logits, comp_logits, labels), "statistics": ctrl.statistics(),
                                "history": history, "selected_epoch": best["epoch"] if best else len(history),
                                "timing": {"reference_training_seconds": reference_seconds,
                                           "fine_tuning_seconds_this_run": fine_tune_seconds}}
+    if dctx.enabled:
+        digests = distributed.all_digests(dctx, cmodel)
+        results["distributed"] = {"world_size": dctx.world_size, "backend": dctx.backend,
+                                  "weights_sha256_by_rank": digests, "ranks_identical": len(set(digests)) == 1}
+    if not dctx.is_main:
+        distributed.barrier(dctx)  # rank 0 exports, checks and writes
+        return results
     if config["export"]["enabled"]:
         results["openvino"] = export_and_check(ctrl, data, loaders, out, (ref_logits, comp_logits), labels)
         # The same count, measured where it is made and where it ships.
@@ -157,7 +209,59 @@ def run(config: dict[str, Any] | str | Path, output_dir: str | Path, *, resume: 
             f"openvino {r['device']} {r['precision']}": r["mismatches"] for r in results["openvino"]["runs"]}}
     shutil.rmtree(out / IR_EVAL_DIR, ignore_errors=True)
     write_json(results, out / RESULTS)
+    distributed.barrier(dctx)
     return results
+
+
+def _compress(model: nn.Module, config: dict[str, Any], loaders: Loaders, state: dict[str, Any] | None, epochs: int,
+              dctx: distributed.Context) -> tuple[CompressionController, nn.Module]:
+    """``create_compressed_model``; under DDP, rank 0 calibrates once and the others restore its state."""
+    kwargs = {"calibration_data": loaders.calibration, "epochs": epochs, "steps_per_epoch": len(loaders.train)}
+    if not dctx.enabled or state is not None:
+        return create_compressed_model(model, config, compression_state=state["ctrl"] if state else None, **kwargs)
+    ctrl = cmodel = None
+    if dctx.is_main:
+        ctrl, cmodel = create_compressed_model(copy.deepcopy(model), config, **kwargs)
+    initial = distributed.broadcast_object(dctx, ctrl.state_dict() if dctx.is_main else None)
+    if not dctx.is_main:
+        ctrl, cmodel = create_compressed_model(model, config, compression_state=initial, **kwargs)
+    return ctrl, cmodel
+
+
+def _wrap_ddp(model: nn.Module, config: dict[str, Any], dctx: distributed.Context) -> nn.Module:
+    """The model the training loop runs: DDP-wrapped under torchrun, else the model itself."""
+    if not dctx.enabled:
+        return model
+    entries = config["compression"]
+    # Parameters that stop getting gradients mid-run (BN affine frozen, hints-only epochs) need DDP's unused-parameter scan.
+    unused = any(e.get("freeze_affine") for e in entries if e["algorithm"] == "frozen_bn") or any(
+        e.get("hints_only_epochs", 0) > 0 for e in entries if e["algorithm"] == "hint_distillation")
+    device = next(model.parameters()).device
+    return DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None,
+                                   find_unused_parameters=unused)
+
+
+def _outside(params: list[nn.Parameter], model: nn.Module) -> list[nn.Parameter]:
+    inside = {id(p) for p in model.parameters()}
+    return [p for p in params if id(p) not in inside]
+
+
+def _start_epoch(loaders: Loaders, dctx: distributed.Context, seed: int, epoch: int) -> None:
+    """Under DDP: the sampler's shuffle for this epoch and this rank's augmentation seed."""
+    if dctx.enabled:
+        loaders.train.sampler.set_epoch(epoch)
+        torch.manual_seed(distributed.epoch_seed(seed, epoch, dctx.rank))
+
+
+def _check_distributed(config: dict[str, Any], out: Path) -> None:
+    from nncf_lossless import tuning
+
+    index = tuning.auto_entry(config)
+    if index is not None and not (out / TUNING).exists():
+        raise ConfigError(f'compression[{index}].weights: "auto" tunes in one process; run it once without torchrun '
+                          "(it writes tuning.json), then continue with torchrun and --resume")
+    if config["training"]["sync_batch_norm"] and not torch.cuda.is_available():
+        raise ConfigError("training.sync_batch_norm: torch's SyncBatchNorm runs on GPUs only; this run is on the CPU")
 
 
 def _tune_if_auto(config: dict[str, Any], reference: nn.Module, data: DataBundle, out: Path,
@@ -227,10 +331,18 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def make_loaders(data: DataBundle, train_cfg: dict[str, Any]) -> Loaders:
+def make_loaders(data: DataBundle, train_cfg: dict[str, Any], dctx: distributed.Context | None = None) -> Loaders:
+    """Train, test and calibration loaders; under DDP the train loader reads this rank's shard
+    (``batch_size`` is per process)."""
     workers = train_cfg["num_workers"]
+    if dctx is not None and dctx.enabled:
+        sampler = DistributedSampler(data.train, num_replicas=dctx.world_size, rank=dctx.rank, shuffle=True,
+                                     seed=train_cfg["seed"])
+        train = DataLoader(data.train, batch_size=train_cfg["batch_size"], sampler=sampler, num_workers=workers)
+    else:
+        train = DataLoader(data.train, batch_size=train_cfg["batch_size"], shuffle=True, num_workers=workers)
     return Loaders(
-        train=DataLoader(data.train, batch_size=train_cfg["batch_size"], shuffle=True, num_workers=workers),
+        train=train,
         test=DataLoader(data.test, batch_size=train_cfg["eval_batch_size"], num_workers=workers),
         calibration=DataLoader(data.calibration, batch_size=train_cfg["batch_size"], num_workers=workers),
     )
@@ -259,9 +371,10 @@ def progress_bar(console: Console) -> Progress:
 
 def fit_epoch(model: nn.Module, loader: DataLoader, optimizer: torch.optim.Optimizer,
               lr_schedule: torch.optim.lr_scheduler.LRScheduler, ctrl: CompressionController | None,
-              console: Console, description: str) -> float:
+              console: Console, description: str, after_backward: Any = None) -> float:
     """One epoch of cross-entropy plus the controller's terms (or the controller's loss alone if it
-    owns the task loss); returns the mean training loss."""
+    owns the task loss); returns the mean training loss. ``after_backward()``, if given, runs
+    between the backward pass and the optimizer step (DDP: averaging gradients DDP does not own)."""
     model.train()
     device = next(model.parameters()).device
     if ctrl is not None:
@@ -280,11 +393,23 @@ def fit_epoch(model: nn.Module, loader: DataLoader, optimizer: torch.optim.Optim
                 loss = F.cross_entropy(out, y) + (ctrl.loss(out, y, x) if ctrl is not None else 0)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
+            if after_backward is not None:
+                after_backward()
             optimizer.step()
             lr_schedule.step()
             total, count = total + loss.item() * len(y), count + len(y)
             bar.update(task, advance=1, loss=total / count)
     return total / max(count, 1)
+
+
+def evaluate(model: nn.Module, loader: DataLoader, dctx: distributed.Context) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`predict` over the whole evaluation set; under DDP each rank runs its shard and all get every row."""
+    if not dctx.enabled:
+        return predict(model, loader)
+    indices = distributed.shard(dctx, len(loader.dataset))
+    logits, labels = predict(model, DataLoader(Subset(loader.dataset, indices.tolist()), batch_size=loader.batch_size))
+    n = len(loader.dataset)
+    return distributed.gather_in_order(dctx, logits, indices, n), distributed.gather_in_order(dctx, labels, indices, n)
 
 
 @torch.no_grad()
@@ -300,7 +425,7 @@ def predict(model: nn.Module, loader: DataLoader) -> tuple[np.ndarray, np.ndarra
 
 
 def _load_or_train_reference(model: nn.Module, config: dict[str, Any], loaders: Loaders, out: Path,
-                             console: Console) -> float:
+                             console: Console, dctx: distributed.Context | None = None) -> float:
     """Loads the FP32 reference (``model.checkpoint``, or this run's ``reference.pt``) or trains it."""
     given = config["model"]["checkpoint"]
     if given and not Path(given).is_file():
@@ -314,7 +439,9 @@ def _load_or_train_reference(model: nn.Module, config: dict[str, Any], loaders: 
             first = str(err).strip().splitlines()[-1].strip() if str(err).strip() else type(err).__name__
             raise ConfigError(f"model.checkpoint: {path} does not fit model {config['model']['name']!r} ({first})") from err
         return 0.0
+    dctx = dctx or distributed.Context()
     ref_cfg = config["training"]["reference"]
+    train_model = _wrap_ddp(model, {"compression": []}, dctx)
     optimizer = make_optimizer(model.parameters(), ref_cfg)
     lr_schedule = make_lr_schedule(optimizer, ref_cfg, ref_cfg["epochs"] * len(loaders.train))
     # A long reference (CIFAR-10: hours) must survive a kill too: every epoch is checkpointed, and
@@ -330,19 +457,23 @@ def _load_or_train_reference(model: nn.Module, config: dict[str, Any], loaders: 
         console.print(f"FP32 reference: resumed after epoch {start}/{ref_cfg['epochs']}")
     started = time.perf_counter()
     for epoch in range(start, ref_cfg["epochs"]):
-        loss = fit_epoch(model, loaders.train, optimizer, lr_schedule, None, console,
+        _start_epoch(loaders, dctx, config["training"]["seed"], epoch)
+        loss = fit_epoch(train_model, loaders.train, optimizer, lr_schedule, None, console,
                          description=f"FP32 reference epoch {epoch + 1}/{ref_cfg['epochs']}")
-        save_checkpoint({"epoch": epoch + 1, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                         "lr_schedule": lr_schedule.state_dict(), "rng": torch.get_rng_state()}, progress)
+        if dctx.is_main:
+            save_checkpoint({"epoch": epoch + 1, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                             "lr_schedule": lr_schedule.state_dict(), "rng": torch.get_rng_state()}, progress)
         if not console.is_terminal and (epoch + 1) % max(1, ref_cfg["epochs"] // 10) == 0:
             # Without a live progress bar, a line every tenth of the way shows the run is alive.
             console.print(f"FP32 reference epoch {epoch + 1}/{ref_cfg['epochs']}: loss {loss:.4f}")
-    save_checkpoint({"state_dict": model.state_dict()}, path)
-    progress.unlink(missing_ok=True)
+    if dctx.is_main:
+        save_checkpoint({"state_dict": model.state_dict()}, path)
+        progress.unlink(missing_ok=True)
+    distributed.barrier(dctx)
     return time.perf_counter() - started
 
 
-def _prepare_run_dir(config: dict[str, Any], out: Path, resume: bool, overwrite: bool) -> None:
+def _prepare_run_dir(config: dict[str, Any], out: Path, resume: bool, overwrite: bool, remove: bool = True) -> None:
     saved = out / CONFIG
     if resume:
         if saved.exists() and load_config(saved) != config:
@@ -353,8 +484,8 @@ def _prepare_run_dir(config: dict[str, Any], out: Path, resume: bool, overwrite:
     if previous and not overwrite:
         raise ConfigError(f"--output-dir: {out} already holds a run ({', '.join(previous)}); "
                           "pass --resume to continue it or --overwrite to start over")
-    for name in previous:
-        (out / name).unlink()
+    for name in previous if remove else []:
+        (out / name).unlink(missing_ok=True)
 
 
 def _check_sample_size(config: dict[str, Any], data: DataBundle) -> None:

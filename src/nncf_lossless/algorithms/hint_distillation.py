@@ -176,7 +176,7 @@ class HintDistillation:
 
     def adapter(self, point: str) -> nn.Module | None:
         """The 1x1 conv adapter of a hint point, or ``None`` where channel counts match."""
-        return self.adapters[_key(point)] if _key(point) in self.adapters else None
+        return self.adapters[_key(point)] if _key(point) in self.adapters else None  # noqa: SIM401 (ModuleDict has no get)
 
     def _adapted(self, point: str, feature: torch.Tensor) -> torch.Tensor:
         adapter = self.adapter(point)
