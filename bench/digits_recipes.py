@@ -21,6 +21,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
+from recipe_runs import summarize
 
 from nncf_lossless.checkpoint import write_json
 from nncf_lossless.trainer import REFERENCE, run
@@ -50,18 +51,7 @@ def main() -> int:
                 config["model"] = {**base["model"], "checkpoint": str(first / REFERENCE)}
             started = time.perf_counter()
             results = run(config, Path(tmp) / name)
-            f32 = next(r for r in results["openvino"]["runs"] if r["requested_precision"] == "f32")
-            rows[name] = {
-                "reference_accuracy": results["reference"]["accuracy"],
-                "compressed_accuracy": results["compressed"]["accuracy"],
-                "mismatches": results["mismatches"],
-                "mismatches_reference_correct": results["mismatches_reference_correct"],
-                "ir_f32_mismatches": f32["mismatches"],
-                "ir_f32_compressed_accuracy": f32["compressed"]["accuracy"],
-                "torch_vs_ir_top1_disagreements": f32["source_vs_ir"]["compressed"]["top1_disagreements"],
-                "num_samples": results["num_samples"],
-                "wall_seconds": time.perf_counter() - started,
-            }
+            rows[name] = {**summarize(results), "wall_seconds": time.perf_counter() - started}
             print(name, rows[name], file=sys.stderr)
     report = {"seed": args.seed, "epochs": args.epochs, "recipes": rows}
     write_json(report, args.output)

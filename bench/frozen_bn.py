@@ -14,19 +14,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import sys
 import tempfile
-import time
 from pathlib import Path
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt
+from recipe_runs import plot_seed_bars, run_recipes
 
 from nncf_lossless.checkpoint import write_json
-from nncf_lossless.trainer import REFERENCE, run
 
 INT4 = {"algorithm": "quantization", "weights": {"bits": 4}, "activations": {"bits": 4}}
 RECIPES: dict[str, list[dict]] = {
@@ -45,37 +39,14 @@ def main() -> int:
     args = parser.parse_args()
     recipes = {**RECIPES, **dict(_parse_recipe(r) for r in args.recipe)}
     base = json.loads((Path(__file__).resolve().parents[1] / "configs" / "digits_int8.json").read_text())
-    rows: dict[str, dict] = {name: {"compression": [INT4, *extra], "runs": []} for name, extra in recipes.items()}
     with tempfile.TemporaryDirectory() as tmp:
-        for seed in args.seeds:
-            first = Path(tmp) / f"{next(iter(recipes))}-{seed}"
-            for name, row in rows.items():
-                config = {**base, "compression": row["compression"],
-                          "training": {**base["training"], "seed": seed, "epochs": args.epochs}}
-                if name != next(iter(recipes)):  # every recipe of a seed compresses the very same reference
-                    config["model"] = {**base["model"], "checkpoint": str(first / REFERENCE)}
-                started = time.perf_counter()
-                results = run(config, Path(tmp) / f"{name}-{seed}")
-                f32 = next(r for r in results["openvino"]["runs"] if r["requested_precision"] == "f32")
-                row["runs"].append({
-                    "seed": seed,
-                    "reference_accuracy": results["reference"]["accuracy"],
-                    "compressed_accuracy": results["compressed"]["accuracy"],
-                    "mismatches": results["mismatches"],
-                    "mismatches_reference_correct": results["mismatches_reference_correct"],
-                    "ir_f32_mismatches": f32["mismatches"],
-                    "mismatches_by_epoch": [h["mismatches"] for h in results["history"]],
-                    "frozen_bn": results["statistics"].get("frozen_bn"),
-                    "num_samples": results["num_samples"],
-                    "wall_seconds": time.perf_counter() - started,
-                })
-                print(name, row["runs"][-1], file=sys.stderr)
-    for row in rows.values():
-        row["mismatches_mean"] = statistics.mean(r["mismatches"] for r in row["runs"])
-        row["ir_f32_mismatches_mean"] = statistics.mean(r["ir_f32_mismatches"] for r in row["runs"])
+        rows = run_recipes(base, {name: [INT4, *extra] for name, extra in recipes.items()}, args.seeds, args.epochs,
+                           Path(tmp), extra=lambda results: {
+                               "mismatches_by_epoch": [h["mismatches"] for h in results["history"]],
+                               "frozen_bn": results["statistics"].get("frozen_bn")})
     report = {"seeds": args.seeds, "epochs": args.epochs, "lr": base["training"]["lr"], "recipes": rows}
     write_json(report, args.output)
-    plot(rows, args.output.with_suffix(".png"))
+    plot_seed_bars(rows, args.output.with_suffix(".png"), "4-bit QAT on digits")
     print(f"wrote {args.output} and {args.output.with_suffix('.png')}")
     return 0
 
@@ -89,22 +60,6 @@ def _parse_recipe(text: str) -> tuple[str, list[dict]]:
     if not sep or not name or not isinstance(parsed, list):
         raise SystemExit(f"--recipe {text}: expected NAME='[{{\"algorithm\": ...}}, ...]'")
     return name, parsed
-
-
-def plot(rows: dict, path: Path) -> None:
-    names = list(rows)
-    fig, ax = plt.subplots(figsize=(7, 3.5))
-    for x, name in enumerate(names):
-        runs = rows[name]["runs"]
-        ax.bar(x, rows[name]["mismatches_mean"], width=0.6, color="tab:blue", alpha=0.6)
-        ax.scatter([x] * len(runs), [r["mismatches"] for r in runs], color="black", s=12, zorder=3)
-    ax.set_xticks(range(len(names)), names)
-    first = next(iter(rows.values()))["runs"][0]
-    ax.set_ylabel(f"mismatches of {first['num_samples']} (mean, dots: seeds)")
-    ax.set_title("4-bit QAT on digits: label flips vs FP32 reference")
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
 
 
 if __name__ == "__main__":

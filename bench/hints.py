@@ -17,22 +17,16 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import sys
 import tempfile
-import time
 from pathlib import Path
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt
+from recipe_runs import plot_seed_bars, run_recipes
 
 from nncf_lossless.checkpoint import write_json
 from nncf_lossless.config import load_config
 from nncf_lossless.hint_points import candidate_layers, stage_ends
 from nncf_lossless.models import build_model
-from nncf_lossless.trainer import REFERENCE, run
 
 
 def main() -> int:
@@ -62,55 +56,15 @@ def main() -> int:
         "auto": [quant, *extra, {**hint, "hint_points": "auto", "num_points": len(ends), "metric": args.metric,
                                  "samples": args.samples}],
     }
-    rows: dict[str, dict] = {name: {"compression": entries, "runs": []} for name, entries in recipes.items()}
     with tempfile.TemporaryDirectory() as tmp:
-        for seed in args.seeds:
-            first = Path(tmp) / f"no_hints-{seed}"
-            for name, row in rows.items():
-                config = {**base, "compression": row["compression"],
-                          "training": {**base["training"], "seed": seed, "epochs": args.epochs}}
-                if name != "no_hints":
-                    config["model"] = {**base["model"], "checkpoint": str(first / REFERENCE)}
-                started = time.perf_counter()
-                results = run(config, Path(tmp) / f"{name}-{seed}")
-                f32 = next(r for r in results["openvino"]["runs"] if r["requested_precision"] == "f32")
-                row["runs"].append({
-                    "seed": seed,
-                    "reference_accuracy": results["reference"]["accuracy"],
-                    "compressed_accuracy": results["compressed"]["accuracy"],
-                    "mismatches": results["mismatches"],
-                    "mismatches_reference_correct": results["mismatches_reference_correct"],
-                    "ir_f32_mismatches": f32["mismatches"],
-                    "hint_points": results["statistics"].get("hint_distillation", {}).get("hint_points", []),
-                    "num_samples": results["num_samples"],
-                    "wall_seconds": time.perf_counter() - started,
-                })
-                print(name, row["runs"][-1], file=sys.stderr)
-    for row in rows.values():
-        for key in ("mismatches", "ir_f32_mismatches", "compressed_accuracy"):
-            row[f"{key}_mean"] = statistics.mean(r[key] for r in row["runs"])
+        rows = run_recipes(base, recipes, args.seeds, args.epochs, Path(tmp), extra=lambda results: {
+            "hint_points": results["statistics"].get("hint_distillation", {}).get("hint_points", [])})
     report = {"config": str(args.config), "overrides": args.overrides, "bits": args.bits, "epochs": args.epochs,
               "seeds": args.seeds, "metric": args.metric, "stage_ends": ends, "recipes": rows}
     write_json(report, args.output)
-    plot(rows, args.output.with_suffix(".png"), f"{args.bits}-bit QAT, {base['model']['name']}")
+    plot_seed_bars(rows, args.output.with_suffix(".png"), f"{args.bits}-bit QAT, {base['model']['name']}")
     print(f"wrote {args.output} and {args.output.with_suffix('.png')}")
     return 0
-
-
-def plot(rows: dict, path: Path, title: str) -> None:
-    names = list(rows)
-    fig, ax = plt.subplots(figsize=(6, 3.5))
-    for x, name in enumerate(names):
-        runs = rows[name]["runs"]
-        ax.bar(x, rows[name]["mismatches_mean"], width=0.6, color="tab:blue", alpha=0.6)
-        ax.scatter([x] * len(runs), [r["mismatches"] for r in runs], color="black", s=12, zorder=3)
-    ax.set_xticks(range(len(names)), names)
-    first = next(iter(rows.values()))["runs"][0]
-    ax.set_ylabel(f"mismatches of {first['num_samples']} (mean, dots: seeds)")
-    ax.set_title(f"{title}: label flips vs FP32 reference")
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
 
 
 if __name__ == "__main__":
