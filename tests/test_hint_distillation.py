@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import itertools
 import json
 import subprocess
 import sys
@@ -110,6 +111,30 @@ def test_hint_loss_is_zero_when_the_student_is_the_teacher(reference, calibratio
     with torch.no_grad():
         model.features[0][0].weight.mul_(1.1)
     assert float(ctrl.loss(model(x), y, x)) > 1e-4
+
+
+def test_with_distillation_the_teacher_runs_once_per_step(reference, calibration, digits):
+    entries = [{"algorithm": "label_preserving_distillation"},
+               {"algorithm": "hint_distillation", "hint_points": ["features.0", "features.3"]}]
+    ctrl, model = create_compressed_model(copy.deepcopy(reference), digits_config(compression=entries), calibration)
+    distill, hints = ctrl.algorithms
+    calls = []
+    hints.teacher.register_forward_hook(lambda *_: calls.append(1))
+    with torch.no_grad():
+        model.features[0][0].weight.mul_(1.05)  # a student that differs, so the hint loss is not zero
+    for x, y in itertools.islice(DataLoader(digits.train, batch_size=32), 2):
+        outputs = model(x)
+        calls.clear()
+        assert torch.isfinite(ctrl.loss(outputs, y, x)) and len(calls) == 1
+    # From the forward distillation ran, the hint term is the one a forward of its own gives.
+    outputs = model(x)
+    distill.loss(outputs, y, x)
+    calls.clear()
+    shared = float(hints.loss(outputs, y, x))
+    assert not calls and shared > 0
+    outputs = model(x)
+    own = float(hints.loss(outputs, y, x))
+    assert len(calls) == 1 and own == pytest.approx(shared, rel=1e-6)
 
 
 def test_adapters_train_but_are_not_exported(reference, calibration, digits, tmp_path):

@@ -19,8 +19,9 @@ the hint loss alone (``exclusive``: the controller drops every other term and th
 the other entries' losses take over and the hints continue with ``weight_after_hints`` (default:
 ``weight``; ``0`` stops them, as FitNets does).
 
-The teacher runs once more per batch for its features (an extra FP32 forward; with
-``label_preserving_distillation`` too, the teacher runs twice).
+The teacher's features come from its forward on the batch: the one ``label_preserving_distillation``
+already ran for its logits when that entry is there (same ``inputs`` object, after this step's
+student forward), otherwise one extra FP32 forward.
 """
 
 from __future__ import annotations
@@ -75,6 +76,7 @@ class HintDistillation:
     example_input: torch.Tensor | None = field(default=None, repr=False)
     _student: dict[str, torch.Tensor] = field(default_factory=dict, repr=False)
     _teacher: dict[str, torch.Tensor] = field(default_factory=dict, repr=False)
+    _teacher_input: torch.Tensor | None = field(default=None, repr=False)  # what filled ``_teacher``
     _handles: list[RemovableHandle] = field(default_factory=list, repr=False)
 
     def apply(self, model: nn.Module, ctx: CompressionContext) -> nn.Module:
@@ -104,10 +106,13 @@ class HintDistillation:
             raise ConfigError("algorithm: hint_distillation needs the batch inputs: call ctrl.loss(outputs, targets, inputs)")
         if not self._student:
             return None  # no student forward since the last loss (e.g. evaluation only)
-        self._teacher.clear()
-        with torch.no_grad():
-            self.teacher(inputs)
-        terms = [F.mse_loss(self._adapted(p, self._student[p]), self._teacher[p]) for p in self.points if p in self._student]
+        if self._teacher_input is not inputs or not all(p in self._teacher for p in self.points):
+            self._teacher.clear()
+            with torch.no_grad():
+                self.teacher(inputs)
+        # detach: under Apprentice scheme A the teacher's forward had grad, and hints must not train it.
+        terms = [F.mse_loss(self._adapted(p, self._student[p]), self._teacher[p].detach())
+                 for p in self.points if p in self._student]
         self._student.clear()
         weight = self.params["weight"]
         if self.epochs_started > self.params["hints_only_epochs"] > 0:
@@ -157,7 +162,17 @@ class HintDistillation:
                 raise ConfigError(f"student_points: no module named {self._student_name(point)!r} in the compressed model")
             self._handles.append(student_modules[self._student_name(point)].register_forward_hook(self._record(self._student, point)))
             self._handles.append(teacher_modules[point].register_forward_hook(self._record(self._teacher, point)))
+        self._handles.append(self.teacher.register_forward_pre_hook(self._teacher_ran))
+        self._handles.append(self.model.register_forward_pre_hook(self._student_runs))
         self._make_adapters()
+
+    def _teacher_ran(self, _module, args) -> None:
+        self._teacher_input = args[0] if args else None
+
+    def _student_runs(self, _module, _args) -> None:
+        # A new student forward starts a new step: the teacher's features so far belong to an older batch.
+        self._teacher.clear()
+        self._teacher_input = None
 
     def _make_adapters(self) -> None:
         """A 1x1 conv per point whose student and teacher channel counts differ (found with one forward)."""
