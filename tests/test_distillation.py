@@ -149,13 +149,13 @@ def test_auto_weights_tune_a_tiny_budget_end_to_end(tmp_path):
         export={"enabled": False}, dataset={"name": "digits", "max_train_samples": 400, "max_test_samples": 100},
         compression=[{"algorithm": "quantization", "subset_size": 64},
                      {"algorithm": "label_preserving_distillation", "weights": "auto", "teacher_cache": True,
-                      "auto": {"trials": 2, "epochs_per_trial": 1, "validation_fraction": 0.2}}],
+                      "auto": {"trials": 2, "epochs_per_trial": 1, "validation_fraction": 0.2, "train_samples": 128}}],
     )
     results = run(config, tmp_path)
     trail = json.loads((tmp_path / "tuning.json").read_text())
     assert len(trail["trials"]) == 2 and trail["best"]["number"] in (0, 1)
     assert all({"kd", "teacher_ce", "margin", "mse", "label_ce", "temperature"} <= set(t["params"]) for t in trail["trials"])
-    assert trail["validation_samples"] == int(0.2 * 400)
+    assert trail["validation_samples"] == int(0.2 * 400) and trail["train_samples"] == 128
     used = results["statistics"]["label_preserving_distillation"]
     best = trail["best"]["params"]
     assert used["temperature"] == best["temperature"] and used["weights"]["kd"] == best["kd"]

@@ -3,7 +3,8 @@
 Each trial compresses a copy of the trained reference with suggested weights (every student term
 in [0, 1]) and temperature (in [1, ``auto.max_temperature``]), fine-tunes it for
 ``auto.epochs_per_trial`` epochs on the training split minus a held-out validation part
-(``auto.validation_fraction`` of the training samples, never the test set), and is scored by its
+(``auto.validation_fraction`` of the training samples, never the test set), or on a fixed random
+``auto.train_samples`` of what remains, and is scored by its
 validation mismatches against the reference, with accuracy breaking ties. Trials reuse the
 trainer's own functions, so they train exactly as the real run will. Optuna's TPE sampler is seeded
 with ``training.seed``.
@@ -64,12 +65,12 @@ def tune(config: dict[str, Any], reference: nn.Module, data: DataBundle, out: Pa
 
     perm = torch.randperm(len(data.train), generator=torch.Generator().manual_seed(seed)).tolist()
     n_val = max(1, int(len(perm) * auto["validation_fraction"]))
-    train_idx, val_idx = perm[n_val:], perm[:n_val]
+    train_idx, val_idx = perm[n_val:][: auto["train_samples"]], perm[:n_val]
     batch = train_cfg["batch_size"]
     val = DataLoader(Subset(data.calibration, val_idx), batch_size=train_cfg["eval_batch_size"])
     calibration = DataLoader(Subset(data.calibration, train_idx), batch_size=batch)
     ref_val, val_labels = predict(reference, val)
-    trail["validation_samples"] = n_val
+    trail["validation_samples"], trail["train_samples"] = n_val, len(train_idx)
 
     def objective(trial: optuna.Trial) -> float:
         weights = {t: trial.suggest_float(t, 0.0, 1.0) for t in TERMS}

@@ -79,6 +79,9 @@ SCHEMA: dict[str, Any] = {
                 "epochs_per_trial": {"type": "integer", "minimum": 1, "default": 1},
                 # Held out of the training split (never the test set) to score trials.
                 "validation_fraction": {"type": "number", "exclusiveMinimum": 0, "exclusiveMaximum": 1, "default": 0.2},
+                # Trials fine-tune on this many of the remaining training samples (a fixed random
+                # subset; null: all of them): on a large dataset a trial then costs a fraction of an epoch.
+                "train_samples": {"type": ["integer", "null"], "minimum": 1, "default": None},
                 "max_temperature": {"type": "number", "minimum": 1, "default": 8.0},
             },
         },
