@@ -78,6 +78,27 @@ def test_reference_is_a_frozen_copy(reference, calibration):
     assert all(torch.equal(before[k], v) for k, v in ctrl.reference.state_dict().items())
 
 
+@pytest.mark.parametrize("fix, expected", [("enable", "all"), ("first_layer_only", "first"), ("disable", "none")])
+def test_overflow_fix_halves_the_range_of_the_weights_it_names(reference, calibration, fix, expected):
+    """NNCF's half range: an 8-bit weight quantizer whose scale is twice its weights' max, so codes stay in 7 bits."""
+    def halved(model, bits=8):
+        layers = [m for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]  # graph order here
+        weights = [q for q, is_weight in quantizers(model, torch.ones(1, 1, 8, 8)).values() if is_weight]
+        assert len(weights) == len(layers) >= 3
+        ratios = [(q.scale.max() / layer.weight.abs().max()).item() for q, layer in zip(weights, layers)]
+        assert bits < 8 or all(abs(r - 1) < 0.05 or abs(r - 2) < 0.1 for r in ratios), ratios
+        return [r > 1.5 for r in ratios]
+
+    entry = {"algorithm": "quantization", "overflow_fix": fix}
+    _, model = create_compressed_model(copy.deepcopy(reference), _config(entry), calibration_data=calibration)
+    n = len(halved(model))
+    assert halved(model) == {"all": [True] * n, "first": [True] + [False] * (n - 1), "none": [False] * n}[expected]
+    # Below 8 bits nothing can saturate: the option is ignored (NNCF refuses half range there).
+    _, model4 = create_compressed_model(copy.deepcopy(reference), _config({**entry, "weights": {"bits": 4}}),
+                                        calibration_data=calibration)
+    assert not any(halved(model4, bits=4))
+
+
 def test_four_bit_qat_sets_bits_and_reinitialised_ranges_beat_8bit_ranges(reference, calibration, digits):
     cfg8 = _config({"algorithm": "quantization"})
     cfg4 = _config({"algorithm": "quantization", "weights": {"bits": 4}, "activations": {"bits": 4}})

@@ -8,6 +8,11 @@ trainer (or the user's loop) then fine-tunes weights and ranges together. ``weig
 ``match_openvino_cpu`` (default on) makes the activation quantizers that OpenVINO's CPU plugin
 runs without rounding clamp-only in PyTorch too (:mod:`nncf_lossless.algorithms.cpu_rounding`), so
 the model trained and measured is the one the CPU executes.
+
+``overflow_fix`` is NNCF's: x86 CPUs without VNNI (AVX2, AVX-512 before Cascade Lake) multiply
+u8 x s8 pairs into a saturating int16, so an INT8 IR can give other labels there than on a VNNI
+CPU or in PyTorch. ``"enable"`` quantizes every 8-bit weight to half its range (7 bits), which
+cannot saturate; NNCF's default fixes only the first layer. It does nothing below 8 bits.
 """
 
 from __future__ import annotations
@@ -45,6 +50,7 @@ SCHEMA: dict[str, Any] = {
         "weights": _BITS,
         "activations": _BITS,
         "match_openvino_cpu": {"type": "boolean", "default": True},
+        "overflow_fix": {"enum": ["enable", "first_layer_only", "disable"], "default": "first_layer_only"},
     },
 }
 
@@ -59,6 +65,8 @@ class Quantization:
     def apply(self, model: nn.Module, ctx: CompressionContext) -> nn.Module:
         dataset = ctx.nncf_dataset("algorithm: quantization")
         p = self.params
+        int8 = p["weights"]["bits"] == 8 and p["activations"]["bits"] == 8
+        overflow_fix = nncf.OverflowFix(p["overflow_fix"] if int8 else "disable")
         try:
             model = nncf.quantize(
                 model,
@@ -69,6 +77,7 @@ class Quantization:
                 fast_bias_correction=p["fast_bias_correction"],
                 model_type=nncf.ModelType(p["model_type"]) if p["model_type"] else None,
                 ignored_scope=to_ignored_scope(p.get("ignored_scope")),
+                advanced_parameters=nncf.AdvancedQuantizationParameters(overflow_fix=overflow_fix),
             )
         except nncf.ValidationError as err:
             # NNCF's message for an ignored_scope naming nodes that do not exist; keep it on one line.
