@@ -79,7 +79,8 @@ def test_four_bit_ir_exports_what_it_trains(tmp_path, reference, calibration, te
 
 
 def test_pruned_and_quantized_ir_carries_the_masks(tmp_path, reference, calibration, test_inputs):
-    entries = [{"algorithm": "pruning", "ratio": 0.6}, {"algorithm": "quantization"}]
+    # overflow_fix: on a CPU without VNNI full-range INT8 weights saturate in the IR (README, Known issues).
+    entries = [{"algorithm": "pruning", "ratio": 0.6}, {"algorithm": "quantization", "overflow_fix": "enable"}]
     _, model, paths = _export(tmp_path, reference, calibration, entries)
     _assert_ir_agrees(model, paths["compressed"], test_inputs)
     ir = ov.Core().read_model(paths["compressed"])
@@ -129,5 +130,8 @@ def test_four_bit_ir_clamps_weights_that_left_their_range_as_training_does(tmp_p
     assert drifted >= 3
     paths = ctrl.export(tmp_path / "ir")
     ir_logits, torch_logits = _assert_ir_agrees(model, paths["compressed"], test_inputs)
-    # Float-order noise only: far below one 4-bit step of any logit.
-    assert np.abs(ir_logits - torch_logits).max() < 1e-3
+    # Float-order noise only, far below one 4-bit step, except where an activation sits on a rounding tie
+    # (which CPUs break differently: a step there moves that sample's logits by a few hundredths). A weight
+    # exported at -8 instead of -7 steps would move nearly every sample.
+    moved = np.abs(ir_logits - torch_logits).max(axis=1) > 1e-3
+    assert moved.mean() <= 0.01, f"{moved.sum()} of {len(moved)} samples moved by more than 1e-3"
