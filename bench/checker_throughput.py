@@ -24,11 +24,11 @@ import numpy as np
 import openvino as ov
 import torch
 
-from nncf_lossless.atomic import write_json
-from nncf_lossless.checker import run_check
-from nncf_lossless.export import export_pair
+from nncf_lossless.checker.atomic import write_json
+from nncf_lossless.checker.core import run_check
+from nncf_lossless.checker.ov_runner import compile_ir
+from nncf_lossless.export.ir import export_pair
 from nncf_lossless.models import build_model
-from nncf_lossless.ov_runner import compile_ir
 
 
 def export_random(name: str, shape: list[int], out: Path) -> Path:

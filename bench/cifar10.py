@@ -45,12 +45,13 @@ logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)
 logging.getLogger("torch.utils._pytree").setLevel(logging.ERROR)
 import matplotlib.pyplot as plt
 
-from nncf_lossless.atomic import write_json, write_text
-from nncf_lossless.checker import run_check
+from nncf_lossless.checker.atomic import write_json, write_text
+from nncf_lossless.checker.core import run_check
+from nncf_lossless.checker.metrics import compare
 from nncf_lossless.config import load_config
 from nncf_lossless.errors import UserError
-from nncf_lossless.metrics import compare
-from nncf_lossless.trainer import RESULTS, export_and_check, load_compressed, make_loaders, predict, run
+from nncf_lossless.training.loop import make_loaders, predict
+from nncf_lossless.training.trainer import RESULTS, export_and_check, load_compressed, run
 
 ROOT = Path(__file__).resolve().parents[1]
 BASE_CONFIG = ROOT / "configs" / "cifar10_resnet20_int8.json"

@@ -24,7 +24,8 @@ import matplotlib.pyplot as plt
 from recipe_runs import summarize
 
 from nncf_lossless.checkpoint import write_json
-from nncf_lossless.trainer import REFERENCE, run
+from nncf_lossless.training.reference import REFERENCE
+from nncf_lossless.training.trainer import run
 
 RECIPES = {
     "int8_qat": [{"algorithm": "quantization"}],

@@ -30,11 +30,11 @@ from rich.console import Console
 from torch.utils.data import DataLoader
 
 from nncf_lossless import create_compressed_model
+from nncf_lossless.checker.metrics import compare
 from nncf_lossless.checkpoint import write_json
 from nncf_lossless.data import load_dataset
-from nncf_lossless.metrics import compare
 from nncf_lossless.models import build_model
-from nncf_lossless.trainer import fit_epoch, make_lr_schedule, make_optimizer, predict, seed_everything
+from nncf_lossless.training.loop import fit_epoch, make_lr_schedule, make_optimizer, predict, seed_everything
 
 # Label preservation first: the ground truth gets a small weight, since where the reference is wrong it
 # pulls the student away from the reference's answer.

@@ -23,9 +23,9 @@ from pathlib import Path
 
 from recipe_runs import plot_seed_bars, run_recipes
 
+from nncf_lossless.algorithms.hint_distillation.hint_points import candidate_layers, stage_ends
 from nncf_lossless.checkpoint import write_json
 from nncf_lossless.config import load_config
-from nncf_lossless.hint_points import candidate_layers, stage_ends
 from nncf_lossless.models import build_model
 
 

@@ -26,21 +26,14 @@ import numpy as np
 import openvino as ov
 import torch
 
+from nncf_lossless.checker.metrics import compare
 from nncf_lossless.checkpoint import write_json
 from nncf_lossless.config import load_config
 from nncf_lossless.controller import create_compressed_model
 from nncf_lossless.data import load_dataset
-from nncf_lossless.metrics import compare
 from nncf_lossless.models import build_model
-from nncf_lossless.trainer import (
-    _load_or_train_reference,
-    fit_epoch,
-    make_loaders,
-    make_lr_schedule,
-    make_optimizer,
-    predict,
-    seed_everything,
-)
+from nncf_lossless.training.loop import fit_epoch, make_loaders, make_lr_schedule, make_optimizer, predict, seed_everything
+from nncf_lossless.training.reference import load_or_train_reference
 
 RESULTS = Path(__file__).parent / "results"
 
@@ -63,7 +56,7 @@ def main() -> None:
     from rich.console import Console
 
     with tempfile.TemporaryDirectory() as tmp:
-        _load_or_train_reference(reference, config, loaders, Path(tmp), Console(stderr=True))
+        load_or_train_reference(reference, config, loaders, Path(tmp), Console(stderr=True))
     ref_logits, labels = predict(reference, loaders.test)
     inputs = torch.cat([x for x, _ in loaders.test]).numpy()
 
@@ -102,7 +95,7 @@ def main() -> None:
                     "ir_measured": _summary(compare(ir_ref, ir_comp, labels)),
                 })
             if not args.no_layer_diff:
-                from nncf_lossless.layer_diff import diff_layers
+                from nncf_lossless.export.layer_diff import diff_layers
 
                 report = diff_layers(model, paths["compressed"], inputs[:256], ctrl.example_input)
                 run["layer_diff"] = {k: report[k] for k in ("first_divergence", "first_rounding_tie", "logits")}

@@ -18,7 +18,8 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
-from nncf_lossless.trainer import REFERENCE, run
+from nncf_lossless.training.reference import REFERENCE
+from nncf_lossless.training.trainer import run
 
 
 def summarize(results: dict[str, Any]) -> dict[str, Any]:

@@ -19,8 +19,8 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, DistributedSampler
 
 from nncf_lossless import create_compressed_model, distributed
+from nncf_lossless.checker.metrics import compare
 from nncf_lossless.data import load_dataset
-from nncf_lossless.metrics import compare
 from nncf_lossless.models import build_model
 
 

@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
 from nncf_lossless import create_compressed_model
-from nncf_lossless.checker import check_pair
+from nncf_lossless.checker.core import check_pair
 from nncf_lossless.checkpoint import save_checkpoint
 from nncf_lossless.data import load_dataset
 from nncf_lossless.models import build_model

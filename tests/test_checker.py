@@ -17,12 +17,14 @@ import openvino as ov
 import openvino.opset13 as ops
 import pytest
 
-from nncf_lossless.bundle import write_bundle
-from nncf_lossless.checker import DeviceError, load_samples, plan_devices, run_check
-from nncf_lossless.cli import main
+import nncf_lossless
+import nncf_lossless.checker
+from nncf_lossless.checker.bundle import write_bundle
+from nncf_lossless.checker.core import DeviceError, load_samples, plan_devices, run_check
+from nncf_lossless.checker.ov_runner import compile_ir, infer, infer_async
+from nncf_lossless.checker.reports import merge, merged_markdown, to_markdown
+from nncf_lossless.cli.main import main
 from nncf_lossless.errors import DataError
-from nncf_lossless.ov_runner import compile_ir, infer, infer_async
-from nncf_lossless.reports import merge, merged_markdown, to_markdown
 
 PLANTED = [3, 7, 11]
 
@@ -236,3 +238,23 @@ def test_deploy_sample_classifies_an_npz(planted):
     assert proc.returncode == 0, proc.stderr
     lines = proc.stdout.splitlines()
     assert len(lines) == 40 and lines[3].startswith("#3: 1 (") and lines[0].startswith(f"#0: {planted['labels'][0]} (")
+
+
+def test_the_checker_subpackage_imports_in_a_venv_with_only_openvino_and_numpy(tmp_path):
+    python = _bare_venv(tmp_path / "venv")
+    root = Path(nncf_lossless.__file__).parents[1]
+    code = ("import sys, nncf_lossless.checker as c; c.run_check; "
+            "bad = sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'nncf', 'sklearn')); "
+            "assert not bad, bad")
+    proc = subprocess.run([str(python), "-c", code], check=False, capture_output=True, text=True, timeout=120,
+                          env={"PYTHONPATH": str(root), "PATH": "/usr/bin:/bin"})
+    assert proc.returncode == 0, proc.stderr
+
+
+def test_the_bundle_ships_the_checker_subpackage_as_it_is(planted, tmp_path):
+    write_bundle(planted["ref"], [planted["comp"]], planted["inputs"], planted["labels"], tmp_path / "bundle")
+    source = Path(nncf_lossless.checker.__file__).parent
+    shipped = tmp_path / "bundle" / "nncf_lossless_checker"
+    names = sorted(p.name for p in source.glob("*.py"))
+    assert names == sorted(p.name for p in shipped.glob("*.py")) and "core.py" in names
+    assert all((source / n).read_bytes() == (shipped / n).read_bytes() for n in names)

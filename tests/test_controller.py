@@ -12,7 +12,7 @@ from nncf.torch.quantization.layers import BaseQuantizer
 from torch import nn
 
 from nncf_lossless import create_compressed_model
-from nncf_lossless.algorithms.low_bit import quantizers
+from nncf_lossless.algorithms.quantization.low_bit import quantizers
 from nncf_lossless.checkpoint import load_checkpoint, save_checkpoint
 
 
@@ -230,7 +230,7 @@ def test_every_shipped_config_builds_its_compressed_model(path):
 
     config = load_config(path)
     for entry in config["compression"]:
-        if entry.get("weights") == "auto":  # a real run resolves it first (nncf_lossless.tuning.tune)
+        if entry.get("weights") == "auto":  # a real run resolves it first (nncf_lossless.training.tuning.tune)
             entry["weights"] = {}
     shape = config["input_info"]["sample_size"]
     torch.manual_seed(0)

@@ -16,8 +16,8 @@ from conftest import digits_config
 from torch.utils.data import DataLoader
 
 from nncf_lossless import create_compressed_model
+from nncf_lossless.checker.ov_runner import compile_ir, infer
 from nncf_lossless.models import build_model
-from nncf_lossless.ov_runner import compile_ir, infer
 
 BLOCK_SUMS = [f"layer{stage}/{block}/bn2/batch_norm/0" for stage in (1, 2, 3) for block in range(3)]
 

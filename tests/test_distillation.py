@@ -10,10 +10,11 @@ from conftest import digits_config
 from torch.utils.data import DataLoader
 
 from nncf_lossless import create_compressed_model
-from nncf_lossless.algorithms import distillation_losses as L
+from nncf_lossless.algorithms.distillation import losses as L
 from nncf_lossless.config import load_config
 from nncf_lossless.errors import ConfigError
-from nncf_lossless.trainer import fit_epoch, make_lr_schedule, make_optimizer, run
+from nncf_lossless.training.loop import fit_epoch, make_lr_schedule, make_optimizer
+from nncf_lossless.training.trainer import run
 
 T = 3.0
 STUDENT_TERMS = {

@@ -12,9 +12,10 @@ import pytest
 import torch
 from conftest import REPO, digits_config
 
+from nncf_lossless.checker.metrics import compare
 from nncf_lossless.checkpoint import load_checkpoint, save_checkpoint
-from nncf_lossless.metrics import compare
-from nncf_lossless.trainer import load_compressed, make_loaders, predict
+from nncf_lossless.training.loop import make_loaders, predict
+from nncf_lossless.training.trainer import load_compressed
 
 ENTRIES = [
     {"algorithm": "quantization", "subset_size": 128},

@@ -12,8 +12,8 @@ import torch
 from conftest import digits_config
 
 from nncf_lossless import create_compressed_model
-from nncf_lossless.metrics import top1_margin
-from nncf_lossless.ov_runner import compile_ir, infer
+from nncf_lossless.checker.metrics import top1_margin
+from nncf_lossless.checker.ov_runner import compile_ir, infer
 
 # An IR may change the top-1 class of a PyTorch model only where PyTorch itself nearly ties:
 # at most this many digits test samples (of 450), each with a top-1 margin below NEAR_TIE.

@@ -13,10 +13,13 @@ import torch.nn.functional as F
 from conftest import digits_config
 from torch import nn
 
-from nncf_lossless import bn_freeze, create_compressed_model, trainer
+from nncf_lossless import create_compressed_model
+from nncf_lossless.algorithms.frozen_bn import modules as bn_freeze
 from nncf_lossless.checkpoint import load_checkpoint, save_checkpoint
 from nncf_lossless.config import load_config
 from nncf_lossless.errors import ConfigError
+from nncf_lossless.training import reference as reference_module
+from nncf_lossless.training import trainer
 
 INT4 = {"algorithm": "quantization", "subset_size": 128, "weights": {"bits": 4}, "activations": {"bits": 4}}
 INT8 = {"algorithm": "quantization", "subset_size": 128}
@@ -212,7 +215,7 @@ def test_trainer_resume_keeps_bn_frozen_and_ends_on_the_same_weights(tmp_path, m
     trainer.run(config, straight)
     monkeypatch.undo()
     killed.mkdir()
-    for name in (trainer.CONFIG, trainer.REFERENCE):
+    for name in (trainer.CONFIG, reference_module.REFERENCE):
         shutil.copy(straight / name, killed / name)
     shutil.copy(tmp_path / "epoch2.pt", killed / trainer.CHECKPOINT)
     trainer.run(config, killed, resume=True)

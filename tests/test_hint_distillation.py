@@ -16,11 +16,16 @@ from conftest import digits_config
 from torch.utils.data import DataLoader
 
 from nncf_lossless import create_compressed_model
+from nncf_lossless.algorithms.hint_distillation.hint_points import (
+    candidate_layers,
+    cluster_in_depth,
+    select_hint_points,
+    stage_ends,
+)
+from nncf_lossless.algorithms.hint_distillation.similarity import SIMILARITY, distance_matrix
 from nncf_lossless.errors import ConfigError
-from nncf_lossless.hint_points import candidate_layers, cluster_in_depth, select_hint_points, stage_ends
 from nncf_lossless.models import build_model
-from nncf_lossless.similarity import SIMILARITY, distance_matrix
-from nncf_lossless.trainer import run
+from nncf_lossless.training.trainer import run
 
 METRICS = sorted(SIMILARITY)
 

@@ -8,7 +8,7 @@ import torch
 from conftest import digits_config
 
 from nncf_lossless.checkpoint import load_checkpoint
-from nncf_lossless.trainer import BEST, run
+from nncf_lossless.training.trainer import BEST, run
 
 
 def test_ir_measured_mismatches_are_recorded_and_the_best_epoch_is_kept(tmp_path):

@@ -15,7 +15,7 @@ from conftest import digits_config
 from nncf_lossless import create_compressed_model
 from nncf_lossless.checkpoint import save_checkpoint, write_json
 from nncf_lossless.errors import DataError
-from nncf_lossless.layer_diff import diff_layers
+from nncf_lossless.export.layer_diff import diff_layers
 
 
 @pytest.fixture(scope="module")

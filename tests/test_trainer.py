@@ -15,7 +15,7 @@ from conftest import digits_config
 
 from nncf_lossless.checkpoint import load_checkpoint
 from nncf_lossless.errors import ConfigError
-from nncf_lossless.trainer import CHECKPOINT, run
+from nncf_lossless.training.trainer import CHECKPOINT, run
 
 
 def _cli(*args, timeout=300):

@@ -1,0 +1,1 @@
+"""The `distillation` compression entry (see algo.py)."""

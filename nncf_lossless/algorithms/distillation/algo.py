@@ -1,0 +1,197 @@
+"""The ``label_preserving_distillation`` entry: distil the compressed model from its FP32 reference.
+
+The teacher is the controller's frozen reference (``ctx.reference``). Its output on each batch's
+inputs enters a weighted sum of terms (:mod:`~nncf_lossless.algorithms.distillation.losses`)::
+
+    loss = label_ce * H(y, p_S) + kd * T^2 KL(p_T^T || p_S^T) + teacher_ce * H(argmax p_T, p_S)
+           + margin * hinge(lead of argmax p_T) + mse * |z_S - z_T|^2 [+ teacher * H(y, p_T)]
+
+This entry **owns the task loss** (``owns_task_loss``): with it, ``ctrl.loss(out, y, x)`` is the
+whole training loss, ground-truth CE included as the ``label_ce`` term, and the trainer (or a
+custom loop) must not add its own cross-entropy.
+
+``scheme`` follows Apprentice (Mishra & Marr, 2018):
+
+* ``C`` (default): the student starts from the trained FP32 weights (plain QAT/pruning start);
+  the teacher is fixed (no_grad).
+* ``B``: the student's weights are re-initialised before calibration (this entry's ``stage`` is
+  lower than pruning's and quantization's so that happens first), then trained against a fixed
+  teacher.
+* ``A``: the teacher is trained jointly, with its own CE weight ``weights.teacher``. It still
+  stays in eval mode (its BatchNorm statistics do not move) but gets gradients; its parameters
+  are offered to the optimizer through ``trainable_parameters()``. The reference the run measures
+  mismatches against and exports is then the teacher *as it ends up*.
+
+The teacher is never put in train mode. ``teacher_cache`` keeps teacher logits keyed by a hash of
+each input sample's bytes, so it is correct for any loader order and never stale: an augmented
+sample simply misses. Hits and misses are in ``statistics()``. The cache is not checkpointed (it
+rebuilds in one epoch) and is refused with scheme A, whose teacher changes.
+
+``weights: "auto"`` is resolved before compression by :func:`nncf_lossless.training.tuning.tune` (the
+built-in trainer does this); an unresolved ``"auto"`` reaching :meth:`apply` is an error.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+from nncf_lossless import registry
+from nncf_lossless.algorithm import CompressionContext
+from nncf_lossless.algorithms.distillation import losses as L
+from nncf_lossless.errors import ConfigError
+
+NAME = "label_preserving_distillation"
+TERMS = ("label_ce", "kd", "teacher_ce", "margin", "mse")
+# Apprentice's a=1 (teacher CE, scheme A only), b=0.5 (label CE), c=0.5 (distillation).
+DEFAULT_WEIGHTS = {"label_ce": 0.5, "kd": 0.5, "teacher_ce": 0.0, "margin": 0.0, "mse": 0.0, "teacher": 1.0}
+_WEIGHT = {"type": "number", "minimum": 0}
+
+SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "additionalProperties": False,
+    "required": ["algorithm"],
+    "properties": {
+        "algorithm": {"const": NAME},
+        "scheme": {"enum": ["A", "B", "C"], "default": "C"},
+        "temperature": {"type": "number", "exclusiveMinimum": 0, "default": 4.0},
+        # Lead (in logits) the teacher's top-1 class should keep over the runner-up, for `margin`.
+        "margin_gap": {"type": "number", "minimum": 0, "default": 1.0},
+        "weights": {
+            "default": {},
+            "oneOf": [
+                {"const": "auto"},
+                {"type": "object", "additionalProperties": False,
+                 "properties": {k: {**_WEIGHT, "default": v} for k, v in DEFAULT_WEIGHTS.items()}},
+            ],
+        },
+        "teacher_cache": {"type": "boolean", "default": False},
+        "auto": {
+            "type": "object",
+            "additionalProperties": False,
+            "default": {},
+            "properties": {
+                "trials": {"type": "integer", "minimum": 1, "default": 12},
+                "epochs_per_trial": {"type": "integer", "minimum": 1, "default": 1},
+                # Held out of the training split (never the test set) to score trials.
+                "validation_fraction": {"type": "number", "exclusiveMinimum": 0, "exclusiveMaximum": 1, "default": 0.2},
+                # Trials fine-tune on this many of the remaining training samples (a fixed random
+                # subset; null: all of them): on a large dataset a trial then costs a fraction of an epoch.
+                "train_samples": {"type": ["integer", "null"], "minimum": 1, "default": None},
+                "max_temperature": {"type": "number", "minimum": 1, "default": 8.0},
+            },
+        },
+    },
+}
+
+
+@dataclass
+class Distillation:
+    params: dict[str, Any]
+    name: str = NAME
+    owns_task_loss: bool = True
+    teacher: nn.Module | None = field(default=None, repr=False)
+    latest: dict[str, float] = field(default_factory=dict)
+    cache: dict[bytes, torch.Tensor] = field(default_factory=dict, repr=False)
+    hits: int = 0
+    misses: int = 0
+
+    def __post_init__(self) -> None:
+        p = self.params
+        if p.get("teacher_cache") and p.get("scheme") == "A":
+            raise ConfigError("teacher_cache: cannot cache the teacher's outputs with scheme 'A', which trains the teacher")
+        if isinstance(p.get("weights"), dict):
+            self.weights = {**DEFAULT_WEIGHTS, **p["weights"]}
+            if not any(self.weights[t] for t in TERMS):
+                raise ConfigError(f"weights: every student term ({', '.join(TERMS)}) is zero; nothing would be trained")
+
+    def apply(self, model: nn.Module, ctx: CompressionContext) -> nn.Module:
+        if self.params["weights"] == "auto":
+            raise ConfigError('weights: "auto" must be resolved first (nncf_lossless.training.tuning.tune; the trainer does it)')
+        if self.params["scheme"] == "B":
+            for module in model.modules():
+                if hasattr(module, "reset_parameters"):
+                    module.reset_parameters()
+        return model
+
+    def attach(self, model: nn.Module, ctx: CompressionContext) -> None:
+        self.teacher = ctx.reference
+        self.teacher.eval()
+        self.teacher.requires_grad_(self.params["scheme"] == "A")
+
+    def trainable_parameters(self) -> list[nn.Parameter]:
+        """The teacher's parameters under scheme A (trained jointly), else none."""
+        return list(self.teacher.parameters()) if self.params["scheme"] == "A" and self.teacher is not None else []
+
+    def loss(self, outputs: torch.Tensor, targets: torch.Tensor | None, inputs: torch.Tensor | None) -> torch.Tensor:
+        if inputs is None or targets is None:
+            raise ValueError(f"{NAME}: ctrl.loss(outputs, targets, inputs) needs the batch's targets and inputs")
+        w, p = self.weights, self.params
+        teacher = self._teacher_logits(inputs)
+        terms = {
+            "label_ce": lambda: L.label_ce(outputs, targets),
+            "kd": lambda: L.kd(outputs, teacher, p["temperature"]),
+            "teacher_ce": lambda: L.teacher_ce(outputs, teacher),
+            "margin": lambda: L.margin(outputs, teacher, p["margin_gap"]),
+            "mse": lambda: L.logit_mse(outputs, teacher),
+        }
+        if p["scheme"] == "A":
+            terms["teacher"] = lambda: L.label_ce(teacher, targets)
+        total = torch.zeros((), device=outputs.device)
+        self.latest = {}
+        for term, fn in terms.items():
+            if w[term]:
+                value = fn()
+                self.latest[term] = value.item()
+                total = total + w[term] * value
+        self.latest["total"] = total.item()
+        return total
+
+    def _teacher_logits(self, inputs: torch.Tensor) -> torch.Tensor:
+        if self.teacher.training:  # a user's model.train() on a parent module must not reach the teacher
+            self.teacher.eval()
+        if self.params["scheme"] == "A":
+            return self.teacher(inputs)
+        if not self.params["teacher_cache"]:
+            with torch.no_grad():
+                return self.teacher(inputs)
+        keys = [hashlib.blake2b(x.numpy().tobytes(), digest_size=16).digest() for x in inputs.detach().cpu()]
+        found = [self.cache.get(k) for k in keys]
+        if all(f is not None for f in found):
+            self.hits += len(keys)
+            return torch.stack(found).to(inputs.device)
+        self.misses += len(keys)
+        with torch.no_grad():
+            logits = self.teacher(inputs)
+        for k, row in zip(keys, logits.cpu()):
+            self.cache[k] = row
+        return logits
+
+    def step(self) -> None:
+        pass
+
+    def epoch_step(self) -> None:
+        pass
+
+    def statistics(self) -> dict[str, Any]:
+        stats: dict[str, Any] = {"scheme": self.params["scheme"], "temperature": self.params["temperature"],
+                                 "weights": getattr(self, "weights", self.params["weights"]), "terms": dict(self.latest)}
+        if self.params["teacher_cache"]:
+            looked_up = self.hits + self.misses
+            stats["teacher_cache"] = {"entries": len(self.cache), "hit_rate": self.hits / looked_up if looked_up else 0.0}
+        return stats
+
+    def state_dict(self) -> dict[str, Any]:
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        pass
+
+
+# Stage 5: before pruning (10) and quantization (20), so scheme B re-initialises the student
+# before they calibrate; for schemes A and C apply() changes nothing.
+registry.register(registry.Entry(NAME, SCHEMA, Distillation, stage=5))

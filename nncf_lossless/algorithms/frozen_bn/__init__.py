@@ -1,0 +1,1 @@
+"""The `frozen_bn` compression entry (see algo.py)."""

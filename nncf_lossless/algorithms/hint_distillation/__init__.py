@@ -1,0 +1,1 @@
+"""The `hint_distillation` compression entry (see algo.py)."""

@@ -1,0 +1,1 @@
+"""The `pruning` compression entry (see algo.py)."""

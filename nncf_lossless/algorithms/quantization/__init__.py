@@ -1,0 +1,1 @@
+"""The `quantization` compression entry (see algo.py)."""

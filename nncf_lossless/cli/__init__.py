@@ -1,0 +1,1 @@
+"""The ``nncf-lossless`` command line."""

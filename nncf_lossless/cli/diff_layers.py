@@ -1,0 +1,76 @@
+"""``nncf-lossless diff-layers``: resolve the model, the IR and the data, print the layer table."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from rich.console import Console
+from rich.table import Table
+
+from nncf_lossless.checkpoint import write_json
+from nncf_lossless.config import load_config
+from nncf_lossless.errors import ConfigError, DataError
+from nncf_lossless.export.layer_diff import diff_layers
+from nncf_lossless.training.trainer import load_compressed
+
+
+def run_diff_layers(args: argparse.Namespace) -> int:
+    config_path, checkpoint = _resolve_model(args.model, args.config)
+    given = _inputs(args.data, None, args.samples) if args.data is not None else None  # bad --data fails before any work
+    ctrl, model, data = load_compressed(load_config(config_path, args.overrides), checkpoint)
+    inputs = given if given is not None else _inputs(None, data, args.samples)
+    report = diff_layers(model, args.ir, inputs, ctrl.example_input)
+    _print(report)
+    if args.output:
+        write_json(report, args.output)
+        print(f"report: {args.output}")
+    return 0
+
+
+def _resolve_model(model: Path, config: Path | None) -> tuple[Path, Path | None]:
+    """(config, checkpoint or None) from a run directory, a checkpoint file or a config file."""
+    if model.is_dir():
+        return config or model / "config.json", model / "checkpoint.pt"
+    if not model.is_file():
+        raise ConfigError(f"--model: {model} does not exist")
+    if model.suffix == ".pt":
+        return config or model.parent / "config.json", model
+    return model, None
+
+
+def _inputs(path: Path | None, data: Any, samples: int) -> np.ndarray:
+    if path is None:
+        n = min(samples, len(data.test))
+        return np.stack([data.test[i][0].numpy() for i in range(n)]).astype(np.float32)
+    try:
+        with np.load(path) as archive:
+            if "inputs" not in archive:
+                raise DataError(f"--data: {path} has no 'inputs' array (found: {', '.join(archive.files)})")
+            return np.asarray(archive["inputs"][:samples], dtype=np.float32)
+    except (OSError, ValueError) as err:
+        raise DataError(f"--data: cannot read {path} as .npz ({err})") from err
+
+
+def _print(report: dict[str, Any]) -> None:
+    table = Table(title=f"PyTorch vs {report['ir']} on {report['device']} ({report['precision']}), {report['num_samples']} samples")
+    for col in ("layer", "kind", "max |diff|", "mean |diff|", "input max |diff|", "flipped", "verdict"):
+        table.add_column(col, justify="left" if col in ("layer", "kind", "verdict") else "right", overflow="fold")
+    for layer in report["layers"]:
+        flipped = layer["flipped_fraction"]
+        verdict = "DIVERGES" if layer["diverged"] else ("rounding ties" if flipped else "")
+        table.add_row(layer["name"], layer["kind"], f"{layer['max_abs_diff']:.3g}", f"{layer['mean_abs_diff']:.3g}",
+                      "" if layer["input_max_abs_diff"] is None else f"{layer['input_max_abs_diff']:.3g}",
+                      "" if flipped is None else f"{100 * flipped:.3f}%", verdict)
+    console = Console()
+    console.print(table)
+    logits = report["logits"]
+    console.print(f"logits: max |diff| {logits['max_abs_diff']:.4g}, top-1 disagreements {logits['top1_disagreements']}")
+    if report["first_divergence"]:
+        console.print(f"first divergence beyond float noise: {report['first_divergence']}")
+    elif report["first_rounding_tie"]:
+        console.print(f"no divergence beyond float noise; first rounding tie: {report['first_rounding_tie']}")
+    else:
+        console.print("no difference beyond float noise")

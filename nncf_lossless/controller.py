@@ -1,0 +1,167 @@
+"""The compression controller: owns the algorithms, their losses, schedules and state.
+
+``create_compressed_model`` is NNCF 2's entry point, rebuilt on NNCF 3::
+
+    ctrl, model = create_compressed_model(model, "config.json", calibration_data=loader)
+    for epoch in range(epochs):
+        ctrl.scheduler.epoch_step()
+        for x, y in loader:
+            ctrl.scheduler.step()
+            out = model(x)
+            loss = ctrl.loss(out, y, x) if ctrl.owns_task_loss else criterion(out, y) + ctrl.loss(out, y, x)
+            ...
+    torch.save(ctrl.state_dict(), "ckpt.pt")          # everything needed to resume
+    ctrl.export("ir/")                                # reference.xml + compressed.xml
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from enum import Enum
+from pathlib import Path
+from typing import Any
+
+import nncf.torch
+import torch
+from nncf.torch.function_hook.wrapper import is_wrapped
+from torch import nn
+
+from nncf_lossless import registry
+from nncf_lossless.algorithm import Algorithm, CompressionContext
+from nncf_lossless.config import entry_errors, load_config
+from nncf_lossless.errors import ConfigError
+from nncf_lossless.models import wrap_if_sequential
+from nncf_lossless.scheduler import CompressionScheduler
+
+# Module paths load_from_config may import when restoring hooks: NNCF's and ours.
+ALLOWED_HOOK_MODULES = ("nncf.*", "nncf_lossless.*")
+
+
+@dataclass
+class CompressionController:
+    model: nn.Module
+    reference: nn.Module
+    algorithms: list[Algorithm]
+    config: dict[str, Any]
+    example_input: torch.Tensor
+    scheduler: CompressionScheduler = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.scheduler = CompressionScheduler(self.algorithms)
+
+    def loss(self, outputs: torch.Tensor | None = None, targets: torch.Tensor | None = None,
+             inputs: torch.Tensor | None = None) -> torch.Tensor:
+        """The sum of every algorithm's loss terms (a zero tensor if there are none).
+
+        If :attr:`owns_task_loss`, this is the whole training loss (an algorithm such as
+        distillation includes the ground-truth CE as one of its weighted terms); otherwise it holds
+        only extra terms, to be added to the task loss.
+        """
+        device = outputs.device if outputs is not None else self.example_input.device
+        total = torch.zeros((), device=device)
+        for algo in self._exclusive() or self.algorithms:
+            term = algo.loss(outputs, targets, inputs)
+            if term is not None:
+                total = total + term
+        return total
+
+    @property
+    def owns_task_loss(self) -> bool:
+        """True if an algorithm declares (``owns_task_loss = True``) that ``loss()`` includes the task loss,
+        or one is ``exclusive`` for now (its loss alone is the training loss, e.g. hints-only epochs)."""
+        return bool(self._exclusive()) or any(getattr(algo, "owns_task_loss", False) for algo in self.algorithms)
+
+    def _exclusive(self) -> list[Algorithm]:
+        return [algo for algo in self.algorithms if getattr(algo, "exclusive", False)]
+
+    def trainable_parameters(self) -> list[nn.Parameter]:
+        """What the optimizer should train: the model's parameters plus any an algorithm adds
+        through ``trainable_parameters()`` (e.g. the teacher under Apprentice scheme A)."""
+        params = list(self.model.parameters())
+        for algo in self.algorithms:
+            params += getattr(algo, "trainable_parameters", list)()
+        return params
+
+    def statistics(self) -> dict[str, Any]:
+        return {"epoch": self.scheduler.epoch, "step": self.scheduler.current_step,
+                **{algo.name: algo.statistics() for algo in self.algorithms}}
+
+    def state_dict(self) -> dict[str, Any]:
+        """Hook layout (``nncf.torch.get_config``), weights, reference weights and schedule states.
+
+        Only plain types and tensors, so ``torch.load(..., weights_only=True)`` reads it back.
+        """
+        return {
+            "nncf_config": _plain(nncf.torch.get_config(self.model)) if is_wrapped(self.model) else None,
+            "model": self.model.state_dict(),
+            "reference": self.reference.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "algorithms": {algo.name: algo.state_dict() for algo in self.algorithms},
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restores weights and schedules into a controller built with the same hook layout."""
+        self.model.load_state_dict(state["model"])
+        self.reference.load_state_dict(state["reference"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        for algo in self.algorithms:
+            algo.load_state_dict(state["algorithms"].get(algo.name, {}))
+
+    def export(self, out_dir: str | Path, *, metadata: dict[str, Any] | None = None) -> dict[str, Path]:
+        """Writes ``reference.xml`` (FP32) and ``compressed.xml`` OpenVINO IRs into ``out_dir``."""
+        from nncf_lossless.export.ir import export_pair
+
+        return export_pair(self.model, self.reference, Path(out_dir), example_input=self.example_input,
+                           config=self.config, metadata=metadata or {})
+
+
+def create_compressed_model(
+    model: nn.Module,
+    config: str | Path | dict[str, Any],
+    calibration_data: Iterable[Any] | None = None,
+    *,
+    compression_state: dict[str, Any] | None = None,
+    epochs: int | None = None,
+    steps_per_epoch: int | None = None,
+) -> tuple[CompressionController, nn.Module]:
+    """Compresses ``model`` (the trained FP32 reference) as ``config`` says.
+
+    ``calibration_data`` yields input batches (or ``(x, y)`` batches) for NNCF's calibration and
+    BN adaptation. With ``compression_state`` (a ``ctrl.state_dict()``), nothing is calibrated: the
+    hooks, weights and schedules are restored from it. The reference is kept as a frozen copy in
+    eval mode (``ctrl.reference``). Returns the controller and the compressed model.
+    """
+    config = load_config(config)
+    model = wrap_if_sequential(model)
+    reference = copy.deepcopy(model).eval().requires_grad_(False)
+    device = next(model.parameters()).device
+    example_input = torch.ones(config["input_info"]["sample_size"], device=device)
+    ctx = CompressionContext(example_input=example_input, reference=reference, calibration_data=calibration_data,
+                             epochs=epochs, steps_per_epoch=steps_per_epoch)
+    indexed = sorted(enumerate(config["compression"]), key=lambda e: registry.get(e[1]["algorithm"]).stage)
+    algorithms = [(i, registry.get(entry["algorithm"]).build(entry)) for i, entry in indexed]
+    if compression_state is None:
+        for i, algo in algorithms:
+            with entry_errors(i):
+                model = algo.apply(model, ctx)
+    elif compression_state.get("nncf_config") is not None:
+        try:
+            model = nncf.torch.load_from_config(model, compression_state["nncf_config"],
+                                                allowed_modules=ALLOWED_HOOK_MODULES)
+        except (KeyError, TypeError, nncf.InternalError) as err:
+            raise ConfigError(f"compression_state: cannot restore the compressed model ({err})") from err
+    for i, algo in algorithms:
+        with entry_errors(i):
+            algo.attach(model, ctx)
+    ctrl = CompressionController(model, reference, [a for _, a in algorithms], config, example_input)
+    if compression_state is not None:
+        ctrl.load_state_dict(compression_state)
+    return ctrl, model
+
+
+def _plain(obj: Any) -> Any:
+    """NNCF's config holds enums and tuples; JSON round-trip makes it loadable with weights_only."""
+    return json.loads(json.dumps(obj, default=lambda o: o.value if isinstance(o, Enum) else str(o)))

@@ -1,5 +1,0 @@
-import sys
-
-from nncf_lossless.cli import main
-
-sys.exit(main())
