@@ -26,7 +26,7 @@ TEST_NPZ = "test.npz"
 
 def configs_dir() -> Path:
     """The shipped configs (the repository's ``configs/``, linked into the package so wheels carry it)."""
-    return Path(__file__).parent / "configs"
+    return Path(__file__).resolve().parents[1] / "configs"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
