@@ -65,6 +65,7 @@ def test_the_readme_next_lines_run_on_the_demos_output(tmp_path, next_commands):
     proc = _run(_argv(demo) + CHEAP, tmp_path)
     assert proc.returncode == 0, proc.stderr
     assert "ref acc" in proc.stdout and "comp acc" in proc.stdout and "mismatches" in proc.stdout
+    assert "training one first, 1 epoch (training.reference.epochs)" in proc.stderr
     run_dir = tmp_path / "nncf-lossless-demo"
     results = json.loads((run_dir / "results.json").read_text())
     assert f"{100 * results['compressed']['accuracy']:.2f}%" in proc.stdout
