@@ -92,7 +92,8 @@ def test_the_readme_next_lines_run_on_the_demos_output(tmp_path, next_commands):
         np.testing.assert_array_equal(npz["labels"], labels)
 
 
-def test_the_data_command_writes_any_configs_split(tmp_path):
+def test_the_data_command_writes_any_configs_split(tmp_path, capsys):
+    from nncf_lossless.cli.main import main
     from nncf_lossless.config import load_config
     from nncf_lossless.data import load_dataset
     from nncf_lossless.export.split_npz import split_arrays
@@ -100,21 +101,18 @@ def test_the_data_command_writes_any_configs_split(tmp_path):
     config = REPO / "configs" / "digits_4bit_frozen_bn.json"
     for split, count in (("test", 450), ("train", 1347)):
         out = tmp_path / f"{split}.npz"
-        proc = _run([sys.executable, "-m", "nncf_lossless", "data", "--config", str(config), "--split", split,
-                     "--output", str(out)], tmp_path)
-        assert proc.returncode == 0, proc.stderr
-        assert f"{split} split: {count} samples -> {out}" in proc.stdout
+        assert main(["data", "--config", str(config), "--split", split, "--output", str(out)]) == 0
+        assert f"{split} split: {count} samples -> {out}" in capsys.readouterr().out
         inputs, labels = load_samples(out)
         expected_inputs, expected_labels = split_arrays(load_dataset(load_config(config)["dataset"]), split)
         np.testing.assert_array_equal(inputs, expected_inputs)
         np.testing.assert_array_equal(labels, expected_labels)
     # --set reaches the split, like every command that reads a config.
-    proc = _run([sys.executable, "-m", "nncf_lossless", "data", "--config", str(config), "--split", "test",
-                 "--set", "dataset.max_test_samples=20", "--output", str(tmp_path / "small.npz")], tmp_path)
-    assert proc.returncode == 0 and len(load_samples(tmp_path / "small.npz")[1]) == 20
-    bad = _run([sys.executable, "-m", "nncf_lossless", "data", "--config", str(config), "--split", "test",
-                "--output", str(tmp_path / "x.txt")], tmp_path)
-    assert bad.returncode == 2 and bad.stderr.startswith("error: --output:") and not (tmp_path / "x.txt").exists()
+    assert main(["data", "--config", str(config), "--split", "test", "--set", "dataset.max_test_samples=20",
+                 "--output", str(tmp_path / "small.npz")]) == 0
+    assert len(load_samples(tmp_path / "small.npz")[1]) == 20
+    assert main(["data", "--config", str(config), "--split", "test", "--output", str(tmp_path / "x.txt")]) == 2
+    assert capsys.readouterr().err.startswith("error: --output:") and not (tmp_path / "x.txt").exists()
 
 
 def test_the_validation_split_is_written_where_the_dataset_has_one(digits, tmp_path):

@@ -42,16 +42,6 @@ def test_train_writes_results_with_mismatches_and_openvino_runs(tmp_path):
         assert (tmp_path / name).exists(), name
 
 
-def test_demo_command_prints_both_accuracies_and_mismatches(tmp_path):
-    proc = _cli("demo", "--output-dir", tmp_path / "demo")
-    assert proc.returncode == 0, proc.stderr
-    assert "ref acc" in proc.stdout and "comp acc" in proc.stdout and "mismatches" in proc.stdout
-    results = json.loads((tmp_path / "demo" / "results.json").read_text())
-    for key in ("num_samples", "mismatches", "mismatches_reference_correct"):
-        assert key in results
-    assert f"{100 * results['compressed']['accuracy']:.2f}%" in proc.stdout
-
-
 def test_a_run_killed_after_an_epoch_resumes_to_the_same_weights(tmp_path, reference_checkpoint):
     # The session's reference and 320 training samples keep three runs cheap; resuming the
     # reference itself is the next test's job, and nothing here depends on the IRs.
