@@ -107,18 +107,22 @@ def test_a_corrupt_ir_error_carries_openvinos_reason(digits_ir, tmp_path):
                          "--data", tmp_path / "d.npz", "--output-dir", tmp_path / "c"), "junk.xml is not a readable OpenVINO IR")
 
 
-def test_a_corrupt_checkpoint_is_one_line_without_unsafe_advice(tmp_path):
+def test_a_corrupt_checkpoint_is_one_line_without_unsafe_advice(tmp_path, capsys):
     import datetime
 
     import torch
+
+    from nncf_lossless.cli.main import main
 
     config = REPO / "configs" / "digits_int8.json"
     torch.save({"ctrl": {}, "when": datetime.datetime(2026, 1, 1)}, tmp_path / "foreign.pt")
     (tmp_path / "cut.pt").write_bytes(b"PK\x03\x04" + b"\x00" * 64)
     for name in ("foreign.pt", "cut.pt"):
-        line = _one_error_line(_run("-m", "nncf_lossless", "export", "--config", config, "--checkpoint", tmp_path / name,
-                                    "--output-dir", tmp_path / "ir"), f"{name}: corrupt or not a checkpoint")
+        status = main(["export", "--config", str(config), "--checkpoint", str(tmp_path / name), "--output-dir", str(tmp_path / "ir")])
+        line = _one_error_line(subprocess.CompletedProcess([], status, "", capsys.readouterr().err),
+                               f"{name}: corrupt or not a checkpoint")
         assert "weights_only" not in line and "can still be loaded" not in line
+    assert not (tmp_path / "ir").exists()
 
 
 def test_output_piped_into_a_reader_that_stops_early_is_one_line(tmp_path):
