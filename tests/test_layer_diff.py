@@ -134,3 +134,17 @@ def test_downstream_follows_the_ir_graph(exported):
     # The digits CNN is a chain: each layer reaches every later one, never an earlier one.
     assert all(reaches(names[0], n) for n in names[1:])
     assert not any(reaches(names[-1], n) for n in names[:-1])
+
+
+def test_from_a_config_the_reference_weights_come_from_checkpoint(tmp_path, exported, reference_checkpoint, capsys):
+    from nncf_lossless.cli.main import main
+
+    _, _, ir, _, cfg = exported
+    write_json(cfg, tmp_path / "c.json")
+    base = ["diff-layers", "--model", str(tmp_path / "c.json"), "--ir", str(ir), "--samples", "16"]
+    assert main(base) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: --model: {tmp_path / 'c.json'} names no FP32 reference") and "--checkpoint" in err
+    assert main([*base, "--checkpoint", str(reference_checkpoint), "--output", str(tmp_path / "d.json")]) == 0
+    report = json.loads((tmp_path / "d.json").read_text())
+    assert report["num_samples"] == 16 and report["layers"]

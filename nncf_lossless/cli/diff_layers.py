@@ -21,7 +21,15 @@ from nncf_lossless.training.trainer import load_compressed
 def run_diff_layers(args: argparse.Namespace) -> int:
     config_path, checkpoint = _resolve_model(args.model, args.config)
     given = _inputs(args.data, None, args.samples) if args.data is not None else None  # bad --data fails before any work
-    ctrl, model, data = load_compressed(load_config(config_path, args.overrides), checkpoint)
+    overrides = list(args.overrides)
+    if getattr(args, "reference_checkpoint", None) is not None:
+        overrides.append(f"model.checkpoint={args.reference_checkpoint}")
+    config = load_config(config_path, overrides)
+    if checkpoint is None and not config["model"]["checkpoint"]:
+        # Quantizing afresh needs the FP32 weights; training them here would be a long surprise.
+        raise ConfigError(f"--model: {config_path} names no FP32 reference (model.checkpoint); pass --checkpoint REF.pt "
+                          "or a train run's directory")
+    ctrl, model, data = load_compressed(config, checkpoint)
     inputs = given if given is not None else _inputs(None, data, args.samples)
     report = diff_layers(model, args.ir, inputs, ctrl.example_input)
     _print(report)

@@ -94,6 +94,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--data", type=Path, help=".npz with an 'inputs' array (default: the config's test split)")
     p.add_argument("--samples", type=_positive_int, default=256, help="how many samples to run (default 256)")
     p.add_argument("--output", type=Path, help="write the full report as JSON here")
+    _add_reference_checkpoint(p)
     _add_set(p)
     p.set_defaults(func=_diff_layers)
 
