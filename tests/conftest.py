@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import logging
+import os
 from pathlib import Path
 
 import pytest
@@ -15,6 +16,12 @@ from nncf_lossless.models import build_model
 
 REPO = Path(__file__).resolve().parents[1]
 logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)
+# The tests' models are tiny: with two intra-op threads on a busy 2-core machine, torch's threads
+# spin-wait on each other and a digits training step took 780 ms instead of 9 ms with one thread
+# (measured here, load 17). One thread, for this process and (through the environment) every
+# subprocess the tests start; the results are the same, only faster.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
 
 
 def digits_config(**overrides) -> dict:
@@ -49,6 +56,16 @@ def _trained_reference(digits: DataBundle) -> torch.nn.Module:
             torch.nn.functional.cross_entropy(model(x), y).backward()
             optimizer.step()
     return model.eval()
+
+
+@pytest.fixture(scope="session")
+def reference_checkpoint(_trained_reference: torch.nn.Module, tmp_path_factory) -> Path:
+    """The session's trained digits CNN as a ``model.checkpoint`` file, so runs need not train their own."""
+    from nncf_lossless.checkpoint import save_checkpoint
+
+    path = tmp_path_factory.mktemp("reference") / "digits_cnn.pt"
+    save_checkpoint({"state_dict": _trained_reference.state_dict()}, path)
+    return path
 
 
 @pytest.fixture

@@ -258,3 +258,38 @@ def test_the_bundle_ships_the_checker_subpackage_as_it_is(planted, tmp_path):
     names = sorted(p.name for p in source.glob("*.py"))
     assert names == sorted(p.name for p in shipped.glob("*.py")) and "core.py" in names
     assert all((source / n).read_bytes() == (shipped / n).read_bytes() for n in names)
+
+
+def test_merged_rows_name_their_report_so_one_hosts_reports_differ(planted, tmp_path):
+    report = run_check(planted["ref"], [planted["comp"]], planted["inputs"], planted["labels"],
+                       devices=["CPU"], precisions=["f32"])
+    paths = [tmp_path / "before" / "consistency.json", tmp_path / "after" / "consistency.json"]
+    for path in paths:
+        path.parent.mkdir()
+        path.write_text(json.dumps(report))
+    assert main(["merge-reports", *map(str, paths), "--output-dir", str(tmp_path / "m")]) == 0
+    markdown = (tmp_path / "m" / "merged.md").read_text()
+    assert markdown.splitlines()[2].startswith("| report | host |")
+    cpu_rows = [line for line in markdown.splitlines() if "| CPU | f32 |" in line]
+    assert len(cpu_rows) == 2 and len(set(cpu_rows)) == 2
+    assert cpu_rows[0].startswith(f"| {paths[0]} | {report['host']} |")
+    assert cpu_rows[1].startswith(f"| {paths[1]} | {report['host']} |")
+
+
+def test_the_flip_heatmap_says_no_flips_when_there_are_none(planted, conv):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from nncf_lossless.checker.plots import run_figure
+
+    clean = run_check(conv["ref"], [conv["ref"]], conv["inputs"], conv["labels"], devices=["CPU"], precisions=["f32"])
+    flipped = run_check(planted["ref"], [planted["comp"]], planted["inputs"], planted["labels"],
+                        devices=["CPU"], precisions=["f32"])
+    for report, has_flips in ((clean, False), (flipped, True)):
+        fig = run_figure(report["runs"][0], plt, np)
+        texts = [t.get_text() for t in fig.axes[0].texts]
+        # A colour bar is an axes of its own: only a heatmap with flips gets one.
+        assert (len(fig.axes), "no flips" in texts) == ((4, False) if has_flips else (3, True))
+        plt.close(fig)

@@ -210,6 +210,17 @@ def test_select_hints_cli_writes_json_and_heatmap(tmp_path):
     assert report["stage_ends"] == ["layer1.2", "layer2.2", "layer3.2"]
     assert (out / "hint_points.png").read_bytes()[:4] == b"\x89PNG"
     assert report["points"][0] in proc.stdout
+    # It says it will train the reference, with the epochs, before the first epoch ...
+    announced = proc.stderr.index(f"no {out / 'reference.pt'}: training one first, 1 epoch (training.reference.epochs)")
+    assert announced < proc.stderr.index("FP32 reference epoch 1/1")
+    # ... and --checkpoint takes existing FP32 weights instead: same points, nothing trained.
+    again = subprocess.run([sys.executable, "-m", "nncf_lossless", "select-hints", "--config", "configs/digits_int8.json",
+                            "--set", "model.name=resnet20", "--checkpoint", str(out / "reference.pt"),
+                            "--output-dir", str(tmp_path / "again"), "--samples", "200", "--num-points", "3", "--metric", "cca"],
+                           capture_output=True, text=True, timeout=300, check=False, cwd=_repo())
+    assert again.returncode == 0, again.stderr
+    assert "training one first" not in again.stderr and "FP32 reference epoch" not in again.stderr
+    assert json.loads((tmp_path / "again" / "hint_points.json").read_text())["points"] == report["points"]
     bad = subprocess.run([sys.executable, "-m", "nncf_lossless", "select-hints", "--config", "configs/digits_int8.json",
                           "--set", "training.reference.epochs=1", "--output-dir", str(tmp_path / "bad"), "--num-points", "9"], capture_output=True, text=True, timeout=300,
                          check=False, cwd=_repo())

@@ -8,6 +8,7 @@ import subprocess
 import sys
 
 import numpy as np
+import openvino as ov
 import pytest
 import torch
 from conftest import digits_config
@@ -74,6 +75,76 @@ def test_cli_reads_a_run_directory_and_writes_json(tmp_path, exported):
     assert proc.returncode == 0, proc.stderr
     report = json.loads(out.read_text())
     assert report["num_samples"] == 64 and report["first_divergence"] is None
+    # Piped (not a terminal), each layer is still one unbroken table row, and the summary counts the rows.
+    rows = [line for line in proc.stdout.splitlines() if line.startswith("│")]
+    for layer in report["layers"]:
+        assert sum(line.startswith(f"│ {layer['name']} ") for line in rows) == 1, (layer["name"], proc.stdout)
+    assert len(rows) == len(report["layers"])
+    assert f"{len(report['layers'])} layers: 0 DIVERGES" in proc.stdout
     bad = subprocess.run([sys.executable, "-m", "nncf_lossless", "diff-layers", "--model", str(run), "--ir", str(ir),
                           "--data", str(tmp_path / "diff.json")], capture_output=True, text=True, timeout=300, check=False)
     assert bad.returncode == 2 and bad.stderr.strip().count("\n") == 0 and "--data" in bad.stderr
+
+
+def _layer(name, diverged=False, flipped=None, kind="quantizer"):
+    from nncf_lossless.export.layer_diff import LayerDiff
+
+    return LayerDiff(name=name, kind=kind, ir_node=name, shape=[1], max_abs_diff=1.0 if diverged or flipped else 0.0,
+                     mean_abs_diff=0.0, flipped_fraction=flipped, diverged=diverged)
+
+
+def test_layers_that_differ_only_downstream_of_a_rounding_tie_are_not_divergences():
+    from nncf_lossless.cli.diff_layers import summary_lines
+    from nncf_lossless.export.layer_diff import DIVERGES, DOWNSTREAM, ROUNDING_TIE, TIE_DOWNSTREAM, classify
+
+    # q1 is a tie on the main path; m2, q3 follow it. b5 sits on a branch q1 does not reach and
+    # diverges on its own; q6 is downstream of b5.
+    layers = [_layer("q0"), _layer("q1", flipped=0.01), _layer("m2", True, kind="module"), _layer("q3", True, 0.2),
+              _layer("q4", flipped=0.0), _layer("b5", True, kind="module"), _layer("q6", True, 0.1)]
+    edges = {"q0": {"q1", "m2", "q3", "q4", "q6"}, "q1": {"m2", "q3", "q4", "q6"}, "m2": {"q3", "q4", "q6"},
+             "q3": {"q4", "q6"}, "q4": {"q6"}, "b5": {"q6"}, "q6": set()}
+    first, tie = classify(layers[:5], lambda a, b: b in edges[a])
+    assert [layer.status for layer in layers[:5]] == ["", ROUNDING_TIE, TIE_DOWNSTREAM, TIE_DOWNSTREAM, ""]
+    assert (first, tie) == (None, "q1")
+    report = {"layers": [vars(layer) for layer in layers[:5]], "first_divergence": first, "first_rounding_tie": tie,
+              "logits": {"max_abs_diff": 0.1, "top1_disagreements": 0}}
+    lines = summary_lines(report)
+    assert "5 layers: 0 DIVERGES, 0 DOWNSTREAM (of a divergence), 1 rounding tie, 2 TIE-DOWNSTREAM" in lines[1]
+    assert lines[2] == "no divergence beyond float noise; the 2 layers that differ are downstream of a rounding tie (first: q1)"
+
+    first, tie = classify(layers, lambda a, b: b in edges[a])
+    assert [layer.status for layer in layers[5:]] == [DIVERGES, DOWNSTREAM]
+    assert (first, tie) == ("b5", "q1")
+    report.update(layers=[vars(layer) for layer in layers], first_divergence=first)
+    assert summary_lines(report)[2] == "first divergence beyond float noise: b5"
+
+
+def test_downstream_follows_the_ir_graph(exported):
+    from nncf_lossless.export.layer_diff import _reachability
+
+    ctrl, model, ir, inputs, _ = exported
+    report = diff_layers(model, ir, inputs[:16], ctrl.example_input)
+    assert {layer["status"] for layer in report["layers"]} <= {"", "rounding tie"}
+    assert sum(report["status_counts"].values()) == len(report["layers"])
+    ir_model = ov.Core().read_model(ir)
+    by_name = {op.get_friendly_name(): op for op in ir_model.get_ordered_ops()}
+    nodes = {layer["name"]: by_name[layer["ir_node"]] for layer in report["layers"]}
+    reaches = _reachability(nodes)
+    names = [layer["name"] for layer in report["layers"]]
+    # The digits CNN is a chain: each layer reaches every later one, never an earlier one.
+    assert all(reaches(names[0], n) for n in names[1:])
+    assert not any(reaches(names[-1], n) for n in names[:-1])
+
+
+def test_from_a_config_the_reference_weights_come_from_checkpoint(tmp_path, exported, reference_checkpoint, capsys):
+    from nncf_lossless.cli.main import main
+
+    _, _, ir, _, cfg = exported
+    write_json(cfg, tmp_path / "c.json")
+    base = ["diff-layers", "--model", str(tmp_path / "c.json"), "--ir", str(ir), "--samples", "16"]
+    assert main(base) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: --model: {tmp_path / 'c.json'} names no FP32 reference") and "--checkpoint" in err
+    assert main([*base, "--checkpoint", str(reference_checkpoint), "--output", str(tmp_path / "d.json")]) == 0
+    report = json.loads((tmp_path / "d.json").read_text())
+    assert report["num_samples"] == 16 and report["layers"]

@@ -42,19 +42,13 @@ def test_train_writes_results_with_mismatches_and_openvino_runs(tmp_path):
         assert (tmp_path / name).exists(), name
 
 
-def test_demo_command_prints_both_accuracies_and_mismatches(tmp_path):
-    proc = _cli("demo", "--output-dir", tmp_path / "demo")
-    assert proc.returncode == 0, proc.stderr
-    assert "ref acc" in proc.stdout and "comp acc" in proc.stdout and "mismatches" in proc.stdout
-    results = json.loads((tmp_path / "demo" / "results.json").read_text())
-    for key in ("num_samples", "mismatches", "mismatches_reference_correct"):
-        assert key in results
-    assert f"{100 * results['compressed']['accuracy']:.2f}%" in proc.stdout
-
-
-def test_a_run_killed_after_an_epoch_resumes_to_the_same_weights(tmp_path):
-    config = digits_config(training={"seed": 3, "epochs": 4, "batch_size": 16, "lr": 1e-3,
-                                     "reference": {"epochs": 2, "lr": 3e-3}})
+def test_a_run_killed_after_an_epoch_resumes_to_the_same_weights(tmp_path, reference_checkpoint):
+    # The session's reference and 320 training samples keep three runs cheap; resuming the
+    # reference itself is the next test's job, and nothing here depends on the IRs.
+    config = digits_config(model={"name": "digits_cnn", "checkpoint": str(reference_checkpoint)},
+                           dataset={"name": "digits", "max_train_samples": 320},
+                           training={"seed": 3, "epochs": 4, "batch_size": 16, "lr": 1e-3},
+                           export={"enabled": False})
     path = tmp_path / "config.json"
     path.write_text(json.dumps(config))
     killed = tmp_path / "killed"
@@ -84,7 +78,8 @@ def test_a_run_killed_after_an_epoch_resumes_to_the_same_weights(tmp_path):
 
 
 def test_a_run_killed_while_the_reference_trains_resumes_it_to_the_same_weights(tmp_path):
-    config = digits_config(training={"seed": 5, "epochs": 1, "batch_size": 16, "reference": {"epochs": 5, "lr": 3e-3}},
+    config = digits_config(dataset={"name": "digits", "max_train_samples": 320},
+                           training={"seed": 5, "epochs": 1, "batch_size": 16, "reference": {"epochs": 5, "lr": 3e-3}},
                            export={"enabled": False})
     path = tmp_path / "config.json"
     path.write_text(json.dumps(config))
@@ -111,14 +106,20 @@ def test_a_run_killed_while_the_reference_trains_resumes_it_to_the_same_weights(
         assert torch.equal(resumed[key], value), key
 
 
-def test_resume_refuses_a_changed_config(tmp_path):
-    run(digits_config(training={"epochs": 1, "reference": {"epochs": 1}}), tmp_path, )
+def test_resume_refuses_a_changed_config(tmp_path, reference_checkpoint):
+    def config(epochs):
+        return digits_config(model={"name": "digits_cnn", "checkpoint": str(reference_checkpoint)},
+                             dataset={"name": "digits", "max_train_samples": 128}, training={"epochs": epochs},
+                             export={"enabled": False})
+
+    run(config(1), tmp_path)
     with pytest.raises(ConfigError, match="^--resume: the config differs from"):
-        run(digits_config(training={"epochs": 2, "reference": {"epochs": 1}}), tmp_path, resume=True)
+        run(config(2), tmp_path, resume=True)
 
 
 def test_a_directory_holding_a_run_is_resumed_overwritten_or_refused(tmp_path):
-    config = digits_config(training={"epochs": 1, "reference": {"epochs": 1}}, export={"enabled": False})
+    config = digits_config(dataset={"name": "digits", "max_train_samples": 256},
+                           training={"epochs": 1, "reference": {"epochs": 1}}, export={"enabled": False})
     run(config, tmp_path)
     with pytest.raises(ConfigError, match=r"--output-dir: .* already holds a run \(config.json, reference.pt, "
                                           r"checkpoint.pt, results.json\); pass --resume"):
@@ -161,8 +162,10 @@ def test_a_reference_checkpoint_of_another_model_is_a_one_line_error(tmp_path):
     assert proc.stderr.strip().splitlines()[-1].startswith(expected)
 
 
-def test_cli_export_rebuilds_the_ir_pair_from_a_checkpoint(tmp_path):
-    config = digits_config(training={"epochs": 1, "reference": {"epochs": 1}}, export={"enabled": False})
+def test_cli_export_rebuilds_the_ir_pair_from_a_checkpoint(tmp_path, reference_checkpoint):
+    config = digits_config(model={"name": "digits_cnn", "checkpoint": str(reference_checkpoint)},
+                           dataset={"name": "digits", "max_train_samples": 256}, training={"epochs": 1},
+                           export={"enabled": False})
     path = tmp_path / "c.json"
     path.write_text(json.dumps(config))
     run(config, tmp_path / "run")
@@ -170,5 +173,5 @@ def test_cli_export_rebuilds_the_ir_pair_from_a_checkpoint(tmp_path):
     proc = _cli("export", "--config", path, "--checkpoint", tmp_path / "run" / CHECKPOINT, "--output-dir", tmp_path / "ir")
     assert proc.returncode == 0, proc.stderr
     assert (tmp_path / "ir" / "compressed.xml").exists() and (tmp_path / "ir" / "reference.xml").exists()
-    bad = _cli("export", "--config", path, "--checkpoint", tmp_path / "run" / "reference.pt", "--output-dir", tmp_path / "x")
+    bad = _cli("export", "--config", path, "--checkpoint", reference_checkpoint, "--output-dir", tmp_path / "x")
     assert bad.returncode == 2 and "is not a training checkpoint" in bad.stderr

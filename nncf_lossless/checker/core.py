@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 import openvino as ov
 
-from .errors import DataError, UserError
+from .errors import DataError, UserError, openvino_reason
 from .metrics import compare, consistency
 from .ov_runner import KNOWN_DEVICES, compile_ir, device_family, infer, infer_async, precision_modes
 
@@ -109,10 +109,15 @@ def read_classifier(path: str | Path, core: ov.Core, what: str = "IR") -> ov.Mod
     path = Path(path)
     if path.suffix != ".xml" or not path.is_file():
         raise DataError(f"{what}: {path} is not an existing OpenVINO .xml file")
+    with path.open("rb") as f:
+        head = f.read(256).lstrip()
+    # Anything but XML would be offered to every other frontend (TensorFlow's logs to stderr).
+    if not head.startswith(b"<"):
+        raise DataError(f"{what}: {path} is not a readable OpenVINO IR (not XML: it starts with {head[:16]!r})")
     try:
         model = core.read_model(str(path))
     except RuntimeError as err:
-        raise DataError(f"{what}: {path} is not a readable OpenVINO IR ({str(err).strip().splitlines()[0]})") from err
+        raise DataError(f"{what}: {path} is not a readable OpenVINO IR ({openvino_reason(err)})") from err
     if len(model.inputs) != 1:
         raise DataError(f"{what}: {path} has {len(model.inputs)} inputs; the checker takes single-input classifiers")
     shape = model.output(0).get_partial_shape()

@@ -26,8 +26,8 @@ def _row(host: str, run: dict[str, Any]) -> list[str]:
             f"{run['images_per_second']:.0f}" if run.get("images_per_second") else "-"]
 
 
-def _table(rows: list[list[str]]) -> list[str]:
-    lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
+def _table(rows: list[list[str]], columns: Sequence[str] = COLUMNS) -> list[str]:
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
     return lines + ["| " + " | ".join(r) + " |" for r in rows]
 
 
@@ -89,11 +89,13 @@ def merge(reports: Sequence[dict[str, Any]], names: Sequence[str] | None = None)
 
 
 def merged_markdown(merged: dict[str, Any]) -> str:
+    """The merged table; each row starts with the report it came from (one host may give several)."""
     rows = []
     for r in merged["rows"]:
         if r.get("status") == "absent":
-            rows.append([r["host"], "-", r["device"], "absent", *["-"] * (len(COLUMNS) - 4)])
+            row = [r["host"], "-", r["device"], "absent", *["-"] * (len(COLUMNS) - 4)]
         else:
-            rows.append(_row(r["host"], r))
+            row = _row(r["host"], r)
+        rows.append([r.get("report", "-"), *row])
     return "\n".join([f"# Label consistency across machines ({merged['num_samples']} samples)", "",
-                      *_table(rows)]) + "\n"
+                      *_table(rows, ("report", *COLUMNS))]) + "\n"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -13,14 +14,22 @@ from rich.table import Table
 from nncf_lossless.checkpoint import write_json
 from nncf_lossless.config import load_config
 from nncf_lossless.errors import ConfigError, DataError
-from nncf_lossless.export.layer_diff import diff_layers
+from nncf_lossless.export.layer_diff import AGREES, DIVERGES, DOWNSTREAM, ROUNDING_TIE, STATUSES, TIE_DOWNSTREAM, diff_layers
 from nncf_lossless.training.trainer import load_compressed
 
 
 def run_diff_layers(args: argparse.Namespace) -> int:
     config_path, checkpoint = _resolve_model(args.model, args.config)
     given = _inputs(args.data, None, args.samples) if args.data is not None else None  # bad --data fails before any work
-    ctrl, model, data = load_compressed(load_config(config_path, args.overrides), checkpoint)
+    overrides = list(args.overrides)
+    if getattr(args, "reference_checkpoint", None) is not None:
+        overrides.append(f"model.checkpoint={args.reference_checkpoint}")
+    config = load_config(config_path, overrides)
+    if checkpoint is None and not config["model"]["checkpoint"]:
+        # Quantizing afresh needs the FP32 weights; training them here would be a long surprise.
+        raise ConfigError(f"--model: {config_path} names no FP32 reference (model.checkpoint); pass --checkpoint REF.pt "
+                          "or a train run's directory")
+    ctrl, model, data = load_compressed(config, checkpoint)
     inputs = given if given is not None else _inputs(None, data, args.samples)
     report = diff_layers(model, args.ir, inputs, ctrl.example_input)
     _print(report)
@@ -56,21 +65,33 @@ def _inputs(path: Path | None, data: Any, samples: int) -> np.ndarray:
 
 def _print(report: dict[str, Any]) -> None:
     table = Table(title=f"PyTorch vs {report['ir']} on {report['device']} ({report['precision']}), {report['num_samples']} samples")
-    for col in ("layer", "kind", "max |diff|", "mean |diff|", "input max |diff|", "flipped", "verdict"):
-        table.add_column(col, justify="left" if col in ("layer", "kind", "verdict") else "right", overflow="fold")
+    for col in ("layer", "kind", "max |diff|", "mean |diff|", "input max |diff|", "flipped", "status"):
+        table.add_column(col, justify="left" if col in ("layer", "kind", "status") else "right", no_wrap=True)
     for layer in report["layers"]:
         flipped = layer["flipped_fraction"]
-        verdict = "DIVERGES" if layer["diverged"] else ("rounding ties" if flipped else "")
         table.add_row(layer["name"], layer["kind"], f"{layer['max_abs_diff']:.3g}", f"{layer['mean_abs_diff']:.3g}",
                       "" if layer["input_max_abs_diff"] is None else f"{layer['input_max_abs_diff']:.3g}",
-                      "" if flipped is None else f"{100 * flipped:.3f}%", verdict)
-    console = Console()
+                      "" if flipped is None else f"{100 * flipped:.3f}%", layer["status"])
+    # Piped, rich would fit the table into 80 columns and fold the layer names: give it room instead.
+    console = Console() if sys.stdout.isatty() else Console(width=1000, soft_wrap=True)
     console.print(table)
+    for line in summary_lines(report):
+        console.print(line, highlight=False)
+
+
+def summary_lines(report: dict[str, Any]) -> list[str]:
+    """The verdict under the table, from the same statuses as its rows."""
+    counts = {status: sum(layer["status"] == status for layer in report["layers"]) for status in STATUSES}
     logits = report["logits"]
-    console.print(f"logits: max |diff| {logits['max_abs_diff']:.4g}, top-1 disagreements {logits['top1_disagreements']}")
+    lines = [f"logits: max |diff| {logits['max_abs_diff']:.4g}, top-1 disagreements {logits['top1_disagreements']}",
+             (f"{len(report['layers'])} layers: {counts[DIVERGES]} {DIVERGES}, {counts[DOWNSTREAM]} {DOWNSTREAM} "
+              f"(of a divergence), {counts[ROUNDING_TIE]} {ROUNDING_TIE}, {counts[TIE_DOWNSTREAM]} {TIE_DOWNSTREAM} "
+              f"(differ only downstream of a rounding tie), {counts[AGREES]} agree")]
     if report["first_divergence"]:
-        console.print(f"first divergence beyond float noise: {report['first_divergence']}")
+        lines.append(f"first divergence beyond float noise: {report['first_divergence']}")
     elif report["first_rounding_tie"]:
-        console.print(f"no divergence beyond float noise; first rounding tie: {report['first_rounding_tie']}")
+        lines.append(f"no divergence beyond float noise; the {counts[TIE_DOWNSTREAM]} layers that differ are downstream of "
+                     f"a rounding tie (first: {report['first_rounding_tie']})")
     else:
-        console.print("no difference beyond float noise")
+        lines.append("no difference beyond float noise")
+    return lines

@@ -1,7 +1,8 @@
-"""``nncf-lossless``: train, demo, export, validate-config, diff-layers, select-hints, check, bundle, merge-reports.
+"""``nncf-lossless``: train, demo, export, data, validate-config, diff-layers, select-hints, check, bundle, merge-reports.
 
 User errors (:class:`~nncf_lossless.errors.UserError`) print one line, ``error: ...``, and exit
-with status 2; anything else is a bug and keeps its traceback.
+with status 2; anything else is a bug and keeps its traceback. Output piped into a reader that
+stops early (``| head``) is a user matter too: one line, status 2, no traceback.
 """
 
 from __future__ import annotations
@@ -19,18 +20,27 @@ from nncf_lossless.config import load_config
 from nncf_lossless.errors import UserError
 
 DEMO_CONFIG = "digits_int8.json"
+# The demo's test split, written into its run directory for `check` and `bundle --data`.
+TEST_NPZ = "test.npz"
 
 
 def configs_dir() -> Path:
     """The shipped configs (the repository's ``configs/``, linked into the package so wheels carry it)."""
-    return Path(__file__).parent / "configs"
+    return Path(__file__).resolve().parents[1] / "configs"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     _quiet_third_party_logs()
     try:
-        return args.func(args)
+        status = args.func(args)
+        sys.stdout.flush()  # a closed pipe shows up here, not at interpreter exit
+        return status
+    except BrokenPipeError:
+        # Python's own exit flush would hit the closed pipe again and print a traceback.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        print("error: the output pipe closed before nncf-lossless finished writing (broken pipe)", file=sys.stderr)
+        return 2
     except UserError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
@@ -48,12 +58,14 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--output-dir", required=True, type=Path)
     p.add_argument("--stop-after-epoch", type=_positive_int, metavar="N",
                    help="end this run after fine-tuning epoch N's checkpoint (a job's time limit); continue with --resume")
+    _add_reference_checkpoint(p)
     _add_run_mode(p)
     _add_set(p)
     p.set_defaults(func=_train)
 
     p = sub.add_parser("demo", help=f"the main job on the bundled digits data ({DEMO_CONFIG})")
     p.add_argument("--output-dir", type=Path, default=Path("nncf-lossless-demo"))
+    _add_reference_checkpoint(p)
     _add_run_mode(p)
     _add_set(p)
     # A demo rerun starts over rather than asking; --resume still continues.
@@ -66,6 +78,14 @@ def _parser() -> argparse.ArgumentParser:
     _add_set(p)
     p.set_defaults(func=_export)
 
+    p = sub.add_parser("data", help="write a config's test/validation/train split as the .npz that check and bundle read")
+    p.add_argument("--config", required=True, type=Path)
+    p.add_argument("--split", required=True, choices=("test", "validation", "train"),
+                   help="train: the training images without augmentation")
+    p.add_argument("--output", required=True, type=Path, help="the .npz to write ('inputs' float32 normalised, 'labels')")
+    _add_set(p)
+    p.set_defaults(func=_data)
+
     p = sub.add_parser("diff-layers", help="compare a compressed PyTorch model with its IR layer by layer")
     p.add_argument("--model", required=True, type=Path,
                    help="a train run directory, its checkpoint.pt, or a config (post-training quantization)")
@@ -74,6 +94,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--data", type=Path, help=".npz with an 'inputs' array (default: the config's test split)")
     p.add_argument("--samples", type=_positive_int, default=256, help="how many samples to run (default 256)")
     p.add_argument("--output", type=Path, help="write the full report as JSON here")
+    _add_reference_checkpoint(p)
     _add_set(p)
     p.set_defaults(func=_diff_layers)
 
@@ -83,6 +104,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--num-points", dest="num_points", type=_positive_int, help="K (default: the entry's num_points, or 3)")
     p.add_argument("--metric", choices=["linear_cka", "rbf_cka", "cca"], help="default: the entry's, or linear_cka")
     p.add_argument("--samples", type=_positive_int, help="teacher inputs to compare layers on (default 1000)")
+    _add_reference_checkpoint(p)
     _add_set(p)
     p.set_defaults(func=_select_hints)
 
@@ -127,25 +149,53 @@ def _add_run_mode(p: argparse.ArgumentParser) -> None:
     mode.add_argument("--overwrite", action="store_true", help="start over in an OUTPUT_DIR that holds a run")
 
 
+def _add_reference_checkpoint(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--checkpoint", dest="reference_checkpoint", type=Path, metavar="REF.pt",
+                   help="FP32 reference weights (a state dict); skips training the reference. "
+                        "Same as --set model.checkpoint=REF.pt")
+
+
+def config_from_args(args: argparse.Namespace) -> dict[str, Any]:
+    """The config with ``--set`` overrides and, if given, ``--checkpoint`` as ``model.checkpoint``."""
+    overrides = list(args.overrides)
+    if getattr(args, "reference_checkpoint", None) is not None:
+        overrides.append(f"model.checkpoint={args.reference_checkpoint}")
+    return load_config(args.config, overrides)
+
+
 def _add_set(p: argparse.ArgumentParser) -> None:
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="overrides",
                    help="override a config value, e.g. --set training.epochs=1 --set compression[0].ratio=0.7")
 
 
-def _train(args: argparse.Namespace) -> int:
+def _train(args: argparse.Namespace, write_test_split: bool = False) -> int:
     from nncf_lossless.training.trainer import run
 
-    results = run(load_config(args.config, args.overrides), args.output_dir, resume=args.resume,
+    config = config_from_args(args)
+    results = run(config, args.output_dir, resume=args.resume,
                   overwrite=args.overwrite, stop_after_epoch=getattr(args, "stop_after_epoch", None))
     # Under torchrun every rank returns; one summary is enough.
     if os.environ.get("RANK", "0") == "0" and "stopped_after_epoch" not in results:
-        _print_summary(results, args.output_dir)
+        test_npz = None
+        if write_test_split:
+            from nncf_lossless.export.split_npz import write_split
+
+            test_npz, _ = write_split(config, "test", args.output_dir / TEST_NPZ)
+        _print_summary(results, args.output_dir, test_npz, args.config)
     return 0
 
 
 def _demo(args: argparse.Namespace) -> int:
     args.config = configs_dir() / DEMO_CONFIG
-    return _train(args)
+    return _train(args, write_test_split=True)
+
+
+def _data(args: argparse.Namespace) -> int:
+    from nncf_lossless.export.split_npz import write_split
+
+    path, count = write_split(load_config(args.config, args.overrides), args.split, args.output)
+    print(f"{args.split} split: {count} samples -> {path} (inputs float32 normalised, labels)")
+    return 0
 
 
 def _export(args: argparse.Namespace) -> int:
@@ -186,7 +236,7 @@ def _bundle(args: argparse.Namespace) -> int:
     return 0
 
 
-def _print_summary(results: dict[str, Any], out: Path) -> None:
+def _print_summary(results: dict[str, Any], out: Path, test_npz: Path | None = None, config: Path | None = None) -> None:
     from rich.console import Console
     from rich.table import Table
 
@@ -205,6 +255,14 @@ def _print_summary(results: dict[str, Any], out: Path) -> None:
     Console().print(table)
     print(f"PyTorch flips (reference -> compressed class: count): {_flips(results['flip_matrix']) or 'none'}")
     print(f"results: {out / 'results.json'}")
+    ir = results.get("openvino", {})
+    if test_npz is not None:
+        print(f"test split: {test_npz} (inputs + labels, the --data of check and bundle)")
+    elif ir:
+        print(f"test split for check/bundle --data: nncf-lossless data --config {config} --split test --output {out / TEST_NPZ}")
+    if ir:
+        print(f"next: nncf-lossless check --reference {ir['reference_ir']} --compressed {ir['compressed_ir']} "
+              f"--data {test_npz or out / TEST_NPZ}")
 
 
 def _flips(matrix: list[list[int]]) -> str:

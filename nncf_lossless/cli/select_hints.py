@@ -1,8 +1,8 @@
 """``nncf-lossless select-hints``: the teacher's clustered hint points, as JSON and a heatmap.
 
 Settings come from the config's ``hint_distillation`` entry (if any), then the command line. The
-FP32 reference is loaded (``model.checkpoint``, or ``reference.pt`` in the output directory) or
-trained there, as ``train`` would.
+FP32 reference is loaded (``--checkpoint``/``model.checkpoint``, or ``reference.pt`` in the output
+directory) or trained there, as ``train`` would, which it says first, with the epochs.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from rich.console import Console
 
 from nncf_lossless.algorithms.hint_distillation.hint_points import HintSelection, candidate_layers, select_hint_points, stage_ends
 from nncf_lossless.checker.atomic import atomic_write, write_json
-from nncf_lossless.config import load_config
+from nncf_lossless.cli.main import config_from_args
 from nncf_lossless.data import load_dataset
 from nncf_lossless.errors import ConfigError
 from nncf_lossless.models import build_model
@@ -23,7 +23,7 @@ from nncf_lossless.training.reference import load_or_train_reference
 
 
 def run_select_hints(args: argparse.Namespace) -> int:
-    config = load_config(args.config, args.overrides)
+    config = config_from_args(args)
     entry = next((e for e in config["compression"] if e["algorithm"] == "hint_distillation"), {})
     settings = {"num_points": entry.get("num_points", 3), "metric": entry.get("metric", "linear_cka"),
                 "samples": entry.get("samples", 1000), "seed": entry.get("seed", 0), "candidates": entry.get("candidates")}

@@ -13,11 +13,14 @@ the IR stops computing what was trained. Two kinds of intermediate tensors are m
 
 A quantizer output can differ by one quantization step where its input differs only by float
 noise (accumulation order): the input sat on a rounding boundary. Such *rounding ties* are
-counted apart from real divergence, which is what ``first_divergence`` names.
+counted apart from real divergence, which is what ``first_divergence`` names. Every layer gets a
+``status`` (:data:`STATUSES`): a layer that differs is a cause (``DIVERGES``) only if no earlier
+tie or cause reaches it in the IR's graph; otherwise it differs downstream of one.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -35,6 +38,13 @@ from nncf_lossless.errors import DataError
 NOISE = 1e-4
 # Modules whose outputs are compared where the IR still has them (OpenVINO folds most BatchNorms
 # into the convolution before them and renames the convolution, so those are not matched).
+# A layer's status, in the report and the table. Only DIVERGES is a cause of its own.
+DIVERGES = "DIVERGES"
+DOWNSTREAM = "DOWNSTREAM"  # differs, downstream of a layer that DIVERGES
+ROUNDING_TIE = "rounding tie"  # a quantizer output moved a step while its input differed only by float noise
+TIE_DOWNSTREAM = "TIE-DOWNSTREAM"  # differs, downstream only of rounding ties
+AGREES = ""
+STATUSES = (DIVERGES, DOWNSTREAM, ROUNDING_TIE, TIE_DOWNSTREAM, AGREES)
 _MODULE_TYPES = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear, nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d,
                  nn.MaxPool2d, nn.AvgPool2d, nn.AdaptiveAvgPool2d)
 
@@ -53,6 +63,7 @@ class LayerDiff:
     step: float | None = None
     flipped_fraction: float | None = None
     diverged: bool = False
+    status: str = AGREES
 
 
 def diff_layers(model: nn.Module, ir_path: str | Path, inputs: np.ndarray, example_input: torch.Tensor,
@@ -60,9 +71,10 @@ def diff_layers(model: nn.Module, ir_path: str | Path, inputs: np.ndarray, examp
     """Runs ``model`` and the IR on ``inputs`` and compares matched intermediate tensors.
 
     Returns ``{"layers": [LayerDiff as dict, in execution order], "first_divergence": name or None,
-    "first_rounding_tie": name or None, "unmatched": {...}, "logits": {...}}``: the first layer that
-    differs beyond float noise while everything before it agreed, or else the first quantizer whose
-    output changed only because its input sat on a rounding boundary.
+    "first_rounding_tie": name or None, "status_counts": {...}, "unmatched": {...}, "logits": {...}}``:
+    the first layer that differs beyond float noise where no earlier difference reaches it (see
+    :func:`classify`), and the first quantizer whose output changed only because its input sat on a
+    rounding boundary.
     """
     core = ov.Core()
     ir_path = Path(ir_path)
@@ -89,16 +101,19 @@ def diff_layers(model: nn.Module, ir_path: str | Path, inputs: np.ndarray, examp
     fq_out, fq_in, mod_out = values[: len(fqs)], values[len(fqs) : 2 * len(fqs)], values[2 * len(fqs) :]
 
     layers: list[LayerDiff] = []
+    nodes: dict[str, ov.Node] = {}
     quantized = torch_out["quantizers"]
     if len(quantized) == len(fqs):
         for (name, t_in, t_out), fq, i_in, i_out in zip(quantized, fqs, fq_in, fq_out):
             layers.append(_quantizer_diff(name, fq, t_in, t_out, i_in, i_out))
+            nodes[name] = fq
     for (name, t_out), (node, i_out) in zip(((n, torch_out["modules"][n]) for n in modules),
                                              zip(modules.values(), mod_out)):
         layers.append(_module_diff(name, node.get_friendly_name(), t_out, i_out))
+        nodes[name] = node
     order = {name: i for i, name in enumerate(torch_out["order"])}
     layers.sort(key=lambda layer: order.get(layer.name, len(order)))
-    first, first_tie = _first_causes(layers)
+    first, first_tie = classify(layers, _reachability(nodes))
     return {
         "ir": str(ir_path),
         "device": device,
@@ -107,6 +122,7 @@ def diff_layers(model: nn.Module, ir_path: str | Path, inputs: np.ndarray, examp
         "layers": [asdict(layer) for layer in layers],
         "first_divergence": first,
         "first_rounding_tie": first_tie,
+        "status_counts": {status or "agrees": sum(layer.status == status for layer in layers) for status in STATUSES},
         "unmatched": {
             "quantizers": [] if len(quantized) == len(fqs) else [name for name, _, _ in quantized],
             "ir_fake_quantize": 0 if len(quantized) == len(fqs) else len(fqs),
@@ -124,18 +140,49 @@ def _port_key(port: ov.Output) -> tuple[str, int]:
     return port.get_node().get_friendly_name(), port.get_index()
 
 
-def _first_causes(layers: list[LayerDiff]) -> tuple[str | None, str | None]:
-    """The first layer that diverges with clean inputs, and the first rounding tie.
+def classify(layers: list[LayerDiff], reaches: Callable[[str, str], bool]) -> tuple[str | None, str | None]:
+    """Sets each layer's ``status``; returns the first layer that DIVERGES and the first rounding tie.
 
-    Everything downstream of a rounding tie differs too, so a divergence only counts as a cause
-    if no earlier layer already differed.
+    ``layers`` are in execution order; ``reaches(a, b)`` says whether layer ``b`` is downstream of
+    ``a``. Everything downstream of a rounding tie differs too, so a layer that differs only counts
+    as a cause if no earlier tie or cause reaches it.
     """
+    causes: list[str] = []
+    ties: list[str] = []
     for layer in layers:
-        if layer.diverged:
-            return layer.name, None
-        if layer.kind == "quantizer" and layer.flipped_fraction:
-            return None, layer.name
-    return None, None
+        if not layer.diverged:
+            layer.status = ROUNDING_TIE if layer.kind == "quantizer" and layer.flipped_fraction else AGREES
+            if layer.status == ROUNDING_TIE:
+                ties.append(layer.name)
+        elif any(reaches(c, layer.name) for c in causes):
+            layer.status = DOWNSTREAM
+        elif any(reaches(t, layer.name) for t in ties):
+            layer.status = TIE_DOWNSTREAM
+        else:
+            layer.status = DIVERGES
+            causes.append(layer.name)
+    return (causes[0] if causes else None), (ties[0] if ties else None)
+
+
+def _reachability(nodes: dict[str, ov.Node]) -> Callable[[str, str], bool]:
+    """``reaches(a, b)``: whether layer ``b``'s IR node is downstream of layer ``a``'s."""
+    cache: dict[str, set[str]] = {}
+
+    def downstream(name: str) -> set[str]:
+        if name not in cache:
+            seen: set[str] = set()
+            stack = [nodes[name]]
+            while stack:
+                for output in stack.pop().outputs():
+                    for target in output.get_target_inputs():
+                        node = target.get_node()
+                        if node.get_friendly_name() not in seen:
+                            seen.add(node.get_friendly_name())
+                            stack.append(node)
+            cache[name] = seen
+        return cache[name]
+
+    return lambda a, b: a in nodes and b in nodes and nodes[b].get_friendly_name() in downstream(a)
 
 
 def _torch_tensors(model: nn.Module, inputs: np.ndarray, example_input: torch.Tensor) -> tuple[dict[str, Any], np.ndarray]:

@@ -36,6 +36,10 @@ def load_or_train_reference(model: nn.Module, config: dict[str, Any], loaders: L
         return 0.0
     dctx = dctx or distributed.Context()
     ref_cfg = config["training"]["reference"]
+    # Said up front: on CIFAR-10 this is the longest part of a run, and nothing asked for it by name.
+    epochs = f"{ref_cfg['epochs']} epoch{'s' if ref_cfg['epochs'] != 1 else ''}"
+    console.print(f"No FP32 reference given (model.checkpoint) and no {path}: training one first, {epochs} "
+                  "(training.reference.epochs). --checkpoint REF.pt skips this.", highlight=False, soft_wrap=True)
     train_model = wrap_ddp(model, {"compression": []}, dctx)
     optimizer = make_optimizer(model.parameters(), ref_cfg)
     lr_schedule = make_lr_schedule(optimizer, ref_cfg, ref_cfg["epochs"] * len(loaders.train))
