@@ -194,7 +194,7 @@ TOP_LEVEL: dict[str, Rule] = {
     "gpu_id": _DDP,
     "export_to_onnx_standard_ops": ignored("export writes OpenVINO IR (export.dir), not ONNX"),
     "ignored_scopes": _global_scopes,
-    "target_scopes": reject("NNCF 3 has no target scope; list what to leave out in each entry's ignored_scope"),
+    "target_scopes": reject("list what to leave out in each entry's ignored_scope instead"),
     "accuracy_aware_training": reject("use training.select_checkpoint: fewest_mismatches (and training.evaluate_ir)"),
 }
 
@@ -286,7 +286,7 @@ def _quantize_outputs(node, value, path, config):
 
 ENTRY_KEYS: dict[str, Rule] = {
     "ignored_scopes": _ignored_scopes,
-    "target_scopes": reject("NNCF 3 has no target scope; list what to leave out in ignored_scope (names, patterns, types)"),
+    "target_scopes": reject("list what to leave out in ignored_scope (names, patterns, types) instead"),
     "initializer": _initializer,
     "disable_saturation_fix": _saturation_fix,
     "weights": _tensor_params,

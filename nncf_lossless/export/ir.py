@@ -59,7 +59,7 @@ def export_pair(
     out_dir.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=out_dir, prefix=".export-") as tmp:
         written = {}
-        pairs = (("reference", REFERENCE_IR, reference), ("compressed", COMPRESSED_IR, _stripped(model, example_input)))
+        pairs = (("reference", REFERENCE_IR, reference), ("compressed", COMPRESSED_IR, stripped(model, example_input)))
         for role, xml, net in pairs:
             ov_model = _convert(net, example_input, shape)
             info = {**common, "role": role, "reference_ir": REFERENCE_IR, "compressed_ir": COMPRESSED_IR}
@@ -75,10 +75,10 @@ def export_pair(
 
 def compressed_to_openvino(model: nn.Module, example_input: torch.Tensor, shape: list[int] | None = None) -> ov.Model:
     """The in-memory ``ov.Model`` that :func:`export_pair` saves as ``compressed.xml`` (without rt_info)."""
-    return _convert(_stripped(model, example_input), example_input, shape or [-1, *example_input.shape[1:]])
+    return _convert(stripped(model, example_input), example_input, shape or [-1, *example_input.shape[1:]])
 
 
-def _stripped(model: nn.Module, example_input: torch.Tensor) -> nn.Module:
+def stripped(model: nn.Module, example_input: torch.Tensor) -> nn.Module:
     """The model as it should run on the device: NNCF's strip for 8 bits, our equivalent for fewer.
 
     ``nncf.strip`` turns 8-bit quantizers into torch FakeQuantize modules, which OpenVINO converts

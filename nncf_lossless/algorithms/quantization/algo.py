@@ -22,6 +22,7 @@ from typing import Any
 
 import nncf
 from nncf.common.quantization.structs import QuantizationScheme
+from nncf.quantization.advanced_parameters import QuantizationParameters
 from nncf.quantization.range_estimator import RangeEstimatorParametersSet
 from nncf.torch.quantization.layers import BaseQuantizer
 from torch import nn
@@ -101,7 +102,7 @@ def _advanced(p: dict[str, Any], overflow_fix: nncf.OverflowFix) -> nncf.Advance
     kinds = {}
     for kind in ("weights", "activations"):
         q = p[kind]
-        kinds[f"{kind}_quantization_params"] = nncf.QuantizationParameters(
+        kinds[f"{kind}_quantization_params"] = QuantizationParameters(
             mode=QuantizationScheme(q["mode"]) if q.get("mode") else None,
             per_channel=q.get("per_channel"), signedness_to_force=q.get("signed"))
     ranges = {}
