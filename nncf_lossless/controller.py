@@ -211,6 +211,11 @@ class LastForward:
         last.handle = model.register_forward_hook(last._hook)
         return last
 
+    def __deepcopy__(self, memo: dict[int, Any]) -> LastForward:
+        # A deep-copied model (nncf.strip, export) copies its hooks: the copy records afresh, and
+        # a training step's outputs, part of an autograd graph, could not be deep-copied anyway.
+        return LastForward()
+
     def _hook(self, _module: nn.Module, args: tuple[Any, ...], output: Any) -> None:
         if torch.jit.is_tracing() or torch.compiler.is_compiling():
             return  # an export trace, not a training step

@@ -163,9 +163,10 @@ def _optimizer(node, value, path, config):
 
 
 def _global_scopes(node, value, path, config):
+    """NNCF 2's top-level ``ignored_scopes`` applied to every entry that has an ignored scope."""
     for entry in config.get("compression") or []:
         if isinstance(entry, dict) and entry.get("algorithm") in ("quantization", "pruning", *SPARSITY_MODES):
-            entry.setdefault("ignored_scopes", value)
+            _ignored_scopes(entry, value, path, config)
 
 
 _DDP = ignored("launch the built-in trainer with torchrun for data-parallel training (README, 'Several GPUs')")

@@ -85,6 +85,15 @@ def test_regex_scopes_become_patterns_and_plain_ones_names():
                                                           "validate": True}
 
 
+def test_top_level_ignored_scopes_reach_every_entry_with_a_scope():
+    config = load_config({"input_info": {"sample_size": [1, 1, 8, 8]}, "ignored_scopes": ["{re}.*fc.*"],
+                          "compression": [{"algorithm": "quantization"}, {"algorithm": "magnitude_sparsity", "sparsity_init": 0.3},
+                                          {"algorithm": "label_preserving_distillation"}]})
+    quantization, sparsity, distillation = config["compression"]
+    assert quantization["ignored_scope"]["patterns"] == [".*fc.*"] and sparsity["ignored_scope"]["patterns"] == [".*fc.*"]
+    assert sparsity["ratio"] == 0.3 and sparsity["schedule"]["type"] == "constant" and "ignored_scope" not in distillation
+
+
 def test_top_level_target_device_reaches_quantization_and_vpu_is_npu():
     config = load_config({**_minimal(), "target_device": "VPU"})
     assert config["compression"][0]["target_device"] == "NPU"
