@@ -88,7 +88,6 @@ class HintDistillation(AlgorithmBase):
             self._teacher.clear()
             with torch.no_grad():
                 self.teacher(inputs)
-        # detach: under Apprentice scheme A the teacher's forward had grad, and hints must not train it.
         pairs = [(self._adapted(p, self._student[p]), self._teacher[p]) for p in self.points if p in self._student]
         self._student.clear()
         weight = self.params["weight"]
