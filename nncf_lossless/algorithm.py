@@ -9,14 +9,17 @@ calls, in this order:
 3. ``load_state_dict`` on restore;
 
 then, during training, ``loss`` once per batch, ``step`` before each batch and ``epoch_step``
-at the start of each epoch (NNCF 2's convention), and ``statistics`` / ``state_dict`` whenever
-asked.
+at the start of each epoch (NNCF 2's convention), and ``statistics`` / ``state_dict`` /
+``compression_stage`` whenever asked. It also reads ``owns_task_loss``, ``exclusive`` and
+``trainable_parameters()``. :class:`Algorithm` lists every one of these hooks; a plugin
+subclasses :class:`AlgorithmBase`, which gives each a neutral default, and overrides what it needs.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
+from enum import IntEnum
 from typing import Any, Protocol
 
 import nncf
@@ -52,26 +55,95 @@ class CompressionContext:
         return batch_inputs(batch).to(self.example_input.device)
 
 
+class CompressionStage(IntEnum):
+    """NNCF 2's ``CompressionStage``: how far the schedules have brought the compression."""
+
+    UNCOMPRESSED = 0
+    PARTIALLY_COMPRESSED = 1
+    FULLY_COMPRESSED = 2
+
+
 class Algorithm(Protocol):
+    """Every hook the controller and the trainer use. Build one with a registry entry."""
+
     name: str
+    #: ``loss()`` is the whole training loss (it includes the task loss), e.g. distillation.
+    owns_task_loss: bool
+    #: True while this algorithm's loss alone is the training loss (every other term is dropped).
+    exclusive: bool
 
     def apply(self, model: nn.Module, ctx: CompressionContext) -> nn.Module: ...
 
     def attach(self, model: nn.Module, ctx: CompressionContext) -> None: ...
 
-    def loss(self, outputs: torch.Tensor, targets: torch.Tensor | None, inputs: torch.Tensor | None) -> torch.Tensor | None:
-        """Extra loss terms of this algorithm, or ``None`` if it adds none."""
+    def loss(self, outputs: torch.Tensor | None, targets: torch.Tensor | None,
+             inputs: torch.Tensor | None) -> torch.Tensor | None:
+        """Extra loss terms of this algorithm, or ``None`` if it adds none.
+
+        ``outputs``/``inputs`` are the last forward's when the caller gave none (NNCF 2's
+        ``ctrl.loss()``), ``None`` before any forward; ``targets`` may be ``None``: terms that
+        need them are then left out (the caller adds the task loss, as in NNCF 2).
+        """
+        ...
+
+    def trainable_parameters(self) -> list[nn.Parameter]:
+        """Parameters outside the model the optimizer must train (adapters, a jointly trained teacher)."""
         ...
 
     def step(self) -> None: ...
 
     def epoch_step(self) -> None: ...
 
+    def compression_stage(self) -> CompressionStage: ...
+
     def statistics(self) -> dict[str, Any]: ...
 
     def state_dict(self) -> dict[str, Any]: ...
 
     def load_state_dict(self, state: dict[str, Any]) -> None: ...
+
+
+class AlgorithmBase:
+    """Neutral defaults for every :class:`Algorithm` hook: no model change, no loss, no schedule, no state.
+
+    Plain class attributes, so a dataclass subclass may redeclare any of them as a field.
+    """
+
+    name: str = "algorithm"
+    owns_task_loss: bool = False
+    exclusive: bool = False
+
+    def apply(self, model: nn.Module, ctx: CompressionContext) -> nn.Module:
+        return model
+
+    def attach(self, model: nn.Module, ctx: CompressionContext) -> None:
+        pass
+
+    def loss(self, outputs: torch.Tensor | None, targets: torch.Tensor | None,
+             inputs: torch.Tensor | None) -> torch.Tensor | None:
+        return None
+
+    def trainable_parameters(self) -> list[nn.Parameter]:
+        return []
+
+    def step(self) -> None:
+        pass
+
+    def epoch_step(self) -> None:
+        pass
+
+    def compression_stage(self) -> CompressionStage:
+        """Default: fully compressed once applied (nothing scheduled holds the compression back)."""
+        return CompressionStage.FULLY_COMPRESSED
+
+    def statistics(self) -> dict[str, Any]:
+        return {}
+
+    def state_dict(self) -> dict[str, Any]:
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        pass
 
 
 def batch_inputs(batch: Any) -> torch.Tensor:

@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import os
-import shutil
 import stat
-import tempfile
 import zipfile
 from pathlib import Path, PurePosixPath
 
+from nncf_lossless.checker.atomic import atomic_directory
 from nncf_lossless.errors import DataError
 
 COMPLETE_MARKER = ".complete"
@@ -38,14 +36,11 @@ def safe_extract_zip(zip_path: Path, dest: Path) -> Path:
             members = zf.infolist()
             for info in members:
                 _check_member(zip_path, dest, info)
-            tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.tmp-", dir=dest.parent))
-            try:
+            # A dest without the marker is a leftover of an interrupted run and is replaced; one that
+            # another process completed meanwhile is as good as ours and is kept.
+            with atomic_directory(dest, keep_existing=lambda d: (d / COMPLETE_MARKER).is_file()) as tmp:
                 zf.extractall(tmp, members)
                 (tmp / COMPLETE_MARKER).touch()
-                _move_into_place(tmp, dest)
-            finally:
-                if tmp.exists():
-                    shutil.rmtree(tmp, ignore_errors=True)
     except zipfile.BadZipFile as err:
         raise DataError(f"{zip_path}: corrupt zip archive ({err})") from err
     return dest
@@ -67,15 +62,3 @@ def _check_member(zip_path: Path, dest: Path, info: zipfile.ZipInfo) -> None:
     target = (root / Path(*parts)).resolve() if parts else root
     if not target.is_relative_to(root):
         raise DataError(f"{zip_path}: member {name!r} would be written outside {dest}")
-
-
-def _move_into_place(tmp: Path, dest: Path) -> None:
-    # A dest without the marker is a leftover of an interrupted run: replace it.
-    if dest.exists() and not (dest / COMPLETE_MARKER).is_file():
-        shutil.rmtree(dest)
-    try:
-        os.replace(tmp, dest)
-    except OSError:
-        # Another process finished the same extraction first; its copy is as good as ours.
-        if not (dest / COMPLETE_MARKER).is_file():
-            raise

@@ -6,6 +6,8 @@ A config has NNCF 2's shape: ``input_info`` and a ``compression`` list of
 its registry entry declares. :func:`load_config` returns a new dict with every default filled in,
 so the rest of the code never guesses a default; errors are one line naming the JSON path and the
 rule broken, e.g. ``compression[1].ratio: 1.5 is greater than or equal to the maximum of 1``.
+NNCF 2 configs are first mapped to this shape (:mod:`nncf_lossless.nncf2_config`). Nothing here
+imports torch or NNCF.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import yaml
 
 from nncf_lossless import registry
 from nncf_lossless.errors import ConfigError
+from nncf_lossless.nncf2_config import from_nncf2
 
 _POS_INT = {"type": "integer", "minimum": 1}
 _NUMBERS = {"type": ["array", "null"], "items": {"type": "number"}, "minItems": 1, "default": None}
@@ -133,10 +136,26 @@ def load_config(source: str | Path | dict[str, Any], overrides: Sequence[str] = 
     applied before validation; VALUE is read as JSON, or taken as a string if it is not JSON.
     Raises :class:`ConfigError` with a one-line message on any problem.
     """
-    raw = read_config_file(Path(source)) if isinstance(source, (str, Path)) else copy.deepcopy(source)
+    if isinstance(source, ValidatedConfig) and not overrides:
+        return source  # validated once: the trainer and the controller pass the same dict on
+    raw = read_config_file(Path(source)) if isinstance(source, (str, Path)) else copy.deepcopy(dict(source))
     for override in overrides:
         apply_override(raw, override)
-    return validate(raw)
+    return validate(from_nncf2(raw))
+
+
+class ValidatedConfig(dict):
+    """What :func:`load_config` returns: a plain dict (JSON, ``==``) that is not validated again.
+
+    A copy (``copy.deepcopy``) is a plain ``dict`` again, since copies are made to be edited:
+    ``load_config`` validates those. Editing a ``ValidatedConfig`` in place is not checked.
+    """
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> dict[str, Any]:
+        return copy.deepcopy(dict(self), memo)
+
+    def __reduce__(self):  # pickled (e.g. to DDP workers) as a plain dict, like a copy
+        return dict, (dict(self),)
 
 
 _OVERRIDE_KEY = re.compile(r"[A-Za-z_]\w*(\[\d+\])*(\.[A-Za-z_]\w*(\[\d+\])*)*")
@@ -181,11 +200,8 @@ def read_config_file(path: Path) -> dict[str, Any]:
     return data
 
 
-def validate(raw: dict[str, Any]) -> dict[str, Any]:
+def validate(raw: dict[str, Any]) -> ValidatedConfig:
     config = copy.deepcopy(raw)
-    # NNCF 2 accepted a single entry in place of a list.
-    if isinstance(config.get("compression"), dict):
-        config["compression"] = [config["compression"]]
     _check(TOP_LEVEL_SCHEMA, config, [])
     seen: dict[str, int] = {}
     for i, entry in enumerate(config["compression"]):
@@ -199,9 +215,9 @@ def validate(raw: dict[str, Any]) -> dict[str, Any]:
         _check(spec.schema, entry, ["compression", i])
         fill_defaults(spec.schema, entry)
         with entry_errors(i):
-            spec.build(entry)  # cross-field rules the schema cannot state
+            spec.validate(entry)  # cross-field rules the schema cannot state
     fill_defaults(TOP_LEVEL_SCHEMA, config)
-    return config
+    return ValidatedConfig(config)
 
 
 @contextlib.contextmanager

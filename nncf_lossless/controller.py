@@ -12,6 +12,11 @@
             ...
     torch.save(ctrl.state_dict(), "ckpt.pt")          # everything needed to resume
     ctrl.export("ir/")                                # reference.xml + compressed.xml
+    deployable = ctrl.strip()                         # the model for inference, without NNCF's training modules
+
+NNCF 2's ``loss = criterion(out, y) + ctrl.loss()`` works too: the controller records the inputs
+and outputs of the compressed model's last forward, and ``ctrl.loss()`` uses them (terms that need
+the targets, such as distillation's label CE, are then left out: the caller adds the task loss).
 """
 
 from __future__ import annotations
@@ -30,7 +35,7 @@ from nncf.torch.function_hook.wrapper import is_wrapped
 from torch import nn
 
 from nncf_lossless import registry
-from nncf_lossless.algorithm import Algorithm, CompressionContext
+from nncf_lossless.algorithm import Algorithm, CompressionContext, CompressionStage
 from nncf_lossless.config import entry_errors, load_config
 from nncf_lossless.errors import ConfigError
 from nncf_lossless.models import wrap_if_sequential
@@ -48,9 +53,11 @@ class CompressionController:
     config: dict[str, Any]
     example_input: torch.Tensor
     scheduler: CompressionScheduler = field(init=False)
+    last_forward: LastForward = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         self.scheduler = CompressionScheduler(self.algorithms)
+        self.last_forward = LastForward.record(self.model)
 
     def loss(self, outputs: torch.Tensor | None = None, targets: torch.Tensor | None = None,
              inputs: torch.Tensor | None = None) -> torch.Tensor:
@@ -58,32 +65,60 @@ class CompressionController:
 
         If :attr:`owns_task_loss`, this is the whole training loss (an algorithm such as
         distillation includes the ground-truth CE as one of its weighted terms); otherwise it holds
-        only extra terms, to be added to the task loss.
+        only extra terms, to be added to the task loss. ``outputs`` and ``inputs`` default to the
+        compressed model's last forward (NNCF 2's ``ctrl.loss()``).
         """
-        device = outputs.device if outputs is not None else self.example_input.device
-        total = torch.zeros((), device=device)
+        if outputs is None:
+            outputs, inputs = self.last_forward.outputs, inputs if inputs is not None else self.last_forward.inputs
+        elif inputs is None and outputs is self.last_forward.outputs:
+            inputs = self.last_forward.inputs
+        total: torch.Tensor | None = None
         for algo in self._exclusive() or self.algorithms:
             term = algo.loss(outputs, targets, inputs)
             if term is not None:
-                total = total + term
+                total = term if total is None else total + term.to(total.device)
+        if total is None:
+            device = outputs.device if outputs is not None else self.example_input.device
+            total = torch.zeros((), device=device)
         return total
 
     @property
     def owns_task_loss(self) -> bool:
         """True if an algorithm declares (``owns_task_loss = True``) that ``loss()`` includes the task loss,
         or one is ``exclusive`` for now (its loss alone is the training loss, e.g. hints-only epochs)."""
-        return bool(self._exclusive()) or any(getattr(algo, "owns_task_loss", False) for algo in self.algorithms)
+        return bool(self._exclusive()) or any(algo.owns_task_loss for algo in self.algorithms)
 
     def _exclusive(self) -> list[Algorithm]:
-        return [algo for algo in self.algorithms if getattr(algo, "exclusive", False)]
+        return [algo for algo in self.algorithms if algo.exclusive]
 
     def trainable_parameters(self) -> list[nn.Parameter]:
         """What the optimizer should train: the model's parameters plus any an algorithm adds
         through ``trainable_parameters()`` (e.g. the teacher under Apprentice scheme A)."""
         params = list(self.model.parameters())
         for algo in self.algorithms:
-            params += getattr(algo, "trainable_parameters", list)()
+            params += algo.trainable_parameters()
         return params
+
+    def compression_stage(self) -> CompressionStage:
+        """NNCF 2's rule over the algorithms' stages: all uncompressed (or none) -> UNCOMPRESSED,
+        all fully -> FULLY_COMPRESSED, else PARTIALLY_COMPRESSED."""
+        stages = {algo.compression_stage() for algo in self.algorithms}
+        if not stages or stages == {CompressionStage.UNCOMPRESSED}:
+            return CompressionStage.UNCOMPRESSED
+        if stages == {CompressionStage.FULLY_COMPRESSED}:
+            return CompressionStage.FULLY_COMPRESSED
+        return CompressionStage.PARTIALLY_COMPRESSED
+
+    def strip(self) -> nn.Module:
+        """The compressed model for inference (NNCF 2's ``ctrl.strip()``), in eval mode.
+
+        What export converts to OpenVINO: ``nncf.strip`` for 8-bit quantizers and pruning masks,
+        weights baked onto their grid below 8 bits. The controller's model keeps training as before.
+        """
+        from nncf_lossless.export.ir import stripped
+
+        model = stripped(self.model, self.example_input)
+        return (copy.deepcopy(model) if model is self.model else model).eval()
 
     def statistics(self) -> dict[str, Any]:
         return {"epoch": self.scheduler.epoch, "step": self.scheduler.current_step,
@@ -142,7 +177,7 @@ def create_compressed_model(
     ctx = CompressionContext(example_input=example_input, reference=reference, calibration_data=calibration_data,
                              epochs=epochs, steps_per_epoch=steps_per_epoch)
     indexed = sorted(enumerate(config["compression"]), key=lambda e: registry.get(e[1]["algorithm"]).stage)
-    algorithms = [(i, registry.get(entry["algorithm"]).build(entry)) for i, entry in indexed]
+    algorithms = [(i, registry.get(entry["algorithm"]).builder()(entry)) for i, entry in indexed]
     if compression_state is None:
         for i, algo in algorithms:
             with entry_errors(i):
@@ -160,6 +195,32 @@ def create_compressed_model(
     if compression_state is not None:
         ctrl.load_state_dict(compression_state)
     return ctrl, model
+
+
+@dataclass
+class LastForward:
+    """The inputs and outputs of the compressed model's latest forward (a forward hook keeps them)."""
+
+    inputs: torch.Tensor | None = None
+    outputs: torch.Tensor | None = None
+    handle: Any = field(default=None, repr=False)
+
+    @classmethod
+    def record(cls, model: nn.Module) -> LastForward:
+        last = cls()
+        last.handle = model.register_forward_hook(last._hook)
+        return last
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> LastForward:
+        # A deep-copied model (nncf.strip, export) copies its hooks: the copy records afresh, and
+        # a training step's outputs, part of an autograd graph, could not be deep-copied anyway.
+        return LastForward()
+
+    def _hook(self, _module: nn.Module, args: tuple[Any, ...], output: Any) -> None:
+        if torch.jit.is_tracing() or torch.compiler.is_compiling():
+            return  # an export trace, not a training step
+        self.inputs = args[0] if args and isinstance(args[0], torch.Tensor) else None
+        self.outputs = output if isinstance(output, torch.Tensor) else None
 
 
 def _plain(obj: Any) -> Any:

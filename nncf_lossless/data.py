@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import tempfile
 import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -22,6 +21,7 @@ import torch
 from torch.utils.data import Dataset
 
 from nncf_lossless.archive import safe_extract_zip
+from nncf_lossless.checker.atomic import atomic_write
 from nncf_lossless.errors import ConfigError, DataError
 
 DEFAULT_CACHE_DIR = Path("~/.cache/nncf_lossless")
@@ -307,16 +307,8 @@ def _read_cache(npz: Path) -> dict[str, np.ndarray] | None:
 
 
 def _write_cache(npz: Path, arrays: dict[str, np.ndarray]) -> None:
-    npz.parent.mkdir(parents=True, exist_ok=True)
     # Write then rename, so a concurrent or interrupted run never sees a half-written cache.
-    fd, tmp = tempfile.mkstemp(prefix=f".{npz.name}.", suffix=".tmp", dir=npz.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, **arrays)
-        os.replace(tmp, npz)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    atomic_write(npz, lambda f: np.savez(f, **arrays))
 
 
 def _short_hash(*parts: Any) -> str:

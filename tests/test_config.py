@@ -136,3 +136,22 @@ def test_bad_overrides_are_one_line_errors(override, message):
     with pytest.raises(ConfigError) as err:
         load_config(digits_config(), [override])
     assert str(err.value).startswith(message)
+
+
+def test_a_validated_config_is_not_validated_again(monkeypatch):
+    import copy
+
+    import nncf_lossless.config as config_module
+
+    config = load_config(digits_config())
+    calls = []
+    real = config_module.validate
+    monkeypatch.setattr(config_module, "validate", lambda raw: calls.append(1) or real(raw))
+    assert load_config(config) is config, "the trainer and the controller pass the validated dict on as it is"
+    assert calls == []
+    edited = copy.deepcopy(config)
+    edited["training"]["epochs"] = 0
+    with pytest.raises(ConfigError, match="training.epochs: 0 is less than the minimum of 1"):
+        load_config(edited)  # a copy is for editing: validated again
+    assert load_config(config, ["training.epochs=2"])["training"]["epochs"] == 2 and len(calls) == 2
+    assert json.loads(json.dumps(config)) == config

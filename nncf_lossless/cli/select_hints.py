@@ -42,16 +42,23 @@ def run_select_hints(args: argparse.Namespace) -> int:
     selection = select_hint_points(model, loaders.calibration, **settings)
     report = {**selection.to_json(), "stage_ends": stage_ends(selection.candidates)}
     write_json(report, out / "hint_points.json")
-    plot_selection(selection, out / "hint_points.png")
+    plotted = plot_selection(selection, out / "hint_points.png")
     print(f"hint points ({selection.metric}, {selection.samples} samples): {', '.join(selection.points)}")
     print(f"stage ends (conventional): {', '.join(report['stage_ends'])}")
-    print(f"report: {out / 'hint_points.json'}, heatmap: {out / 'hint_points.png'}")
+    heatmap = out / "hint_points.png" if plotted else 'none (pip install "nncf-lossless[plots]")'
+    print(f"report: {out / 'hint_points.json'}, heatmap: {heatmap}")
     return 0
 
 
-def plot_selection(selection: HintSelection, path: Path) -> None:
-    """Layer-distance heatmap with the chosen points marked and cluster boundaries drawn."""
-    import matplotlib
+def plot_selection(selection: HintSelection, path: Path) -> bool:
+    """Layer-distance heatmap with the chosen points marked and cluster boundaries drawn.
+
+    Returns ``False`` (and writes nothing) without matplotlib, an optional dependency (extra ``plots``).
+    """
+    try:
+        import matplotlib
+    except ImportError:
+        return False
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -74,4 +81,5 @@ def plot_selection(selection: HintSelection, path: Path) -> None:
     fig.tight_layout()
     atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=120))
     plt.close(fig)
+    return True
 

@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import copy
 import json
-import os
-import tempfile
 import warnings
 from pathlib import Path
 from typing import Any
@@ -26,6 +24,8 @@ from nncf.torch.quantization.layers import BaseQuantizer
 from torch import nn
 
 from nncf_lossless.algorithms.quantization.quantizer_sites import quantizer_sites, weight_parameter
+from nncf_lossless.checker.atomic import atomic_directory
+from nncf_lossless.errors import ConfigError
 
 REFERENCE_IR = "reference.xml"
 COMPRESSED_IR = "compressed.xml"
@@ -42,7 +42,10 @@ def export_pair(
     metadata: dict[str, Any],
     batch: int | None = None,
 ) -> dict[str, Path]:
-    """Writes ``reference.xml`` and ``compressed.xml`` (+ ``.bin``) atomically into ``out_dir``.
+    """Writes ``reference.xml`` and ``compressed.xml`` (+ ``.bin``) into ``out_dir``, atomically as a pair.
+
+    ``out_dir`` is replaced whole (see :func:`~nncf_lossless.checker.atomic.atomic_directory`), so it
+    must be absent, empty or hold an earlier pair; anything else is a :class:`ConfigError`.
 
     ``metadata`` may hold ``class_names``, ``mean`` and ``std`` (per channel, for pixels in [0, 1]).
     ``batch`` fixes the batch dimension; ``None`` (default: ``config["export"]["batch"]``) keeps it dynamic.
@@ -56,29 +59,41 @@ def export_pair(
         "std": json.dumps(metadata.get("std")),
         "config": json.dumps(config),
     }
-    out_dir.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=out_dir, prefix=".export-") as tmp:
+    _check_own_directory(out_dir)
+    # Both IRs are written into a new directory that then replaces out_dir whole: a reader never
+    # sees a reference.xml of one export next to a compressed.xml of another.
+    with atomic_directory(out_dir) as tmp:
         written = {}
-        pairs = (("reference", REFERENCE_IR, reference), ("compressed", COMPRESSED_IR, _stripped(model, example_input)))
+        pairs = (("reference", REFERENCE_IR, reference), ("compressed", COMPRESSED_IR, stripped(model, example_input)))
         for role, xml, net in pairs:
             ov_model = _convert(net, example_input, shape)
             info = {**common, "role": role, "reference_ir": REFERENCE_IR, "compressed_ir": COMPRESSED_IR}
             _set_rt_info(ov_model, info, metadata)
-            ov.save_model(ov_model, Path(tmp) / xml, compress_to_fp16=False)
+            ov.save_model(ov_model, tmp / xml, compress_to_fp16=False)
             written[role] = xml
-        # .bin first: an .xml that exists always has its weights next to it.
-        for xml in written.values():
-            os.replace(Path(tmp) / Path(xml).with_suffix(".bin"), out_dir / Path(xml).with_suffix(".bin"))
-            os.replace(Path(tmp) / xml, out_dir / xml)
     return {role: out_dir / xml for role, xml in written.items()}
+
+
+def _check_own_directory(out_dir: Path) -> None:
+    """The pair replaces ``out_dir`` whole, so it must hold nothing but a previous pair."""
+    ours = {REFERENCE_IR, COMPRESSED_IR, *(str(Path(x).with_suffix(".bin")) for x in (REFERENCE_IR, COMPRESSED_IR))}
+    if not out_dir.is_dir():
+        if out_dir.exists():
+            raise ConfigError(f"{out_dir}: not a directory; the IR pair is exported into a directory")
+        return
+    # Dot entries: temporaries an interrupted export left (older versions wrote them inside out_dir).
+    foreign = sorted(p.name for p in out_dir.iterdir() if p.name not in ours and not p.name.startswith(".export-"))
+    if foreign:
+        raise ConfigError(f"{out_dir}: holds other files than an IR pair ({', '.join(foreign[:3])}"
+                          f"{', ...' if len(foreign) > 3 else ''}); export into a directory of its own")
 
 
 def compressed_to_openvino(model: nn.Module, example_input: torch.Tensor, shape: list[int] | None = None) -> ov.Model:
     """The in-memory ``ov.Model`` that :func:`export_pair` saves as ``compressed.xml`` (without rt_info)."""
-    return _convert(_stripped(model, example_input), example_input, shape or [-1, *example_input.shape[1:]])
+    return _convert(stripped(model, example_input), example_input, shape or [-1, *example_input.shape[1:]])
 
 
-def _stripped(model: nn.Module, example_input: torch.Tensor) -> nn.Module:
+def stripped(model: nn.Module, example_input: torch.Tensor) -> nn.Module:
     """The model as it should run on the device: NNCF's strip for 8 bits, our equivalent for fewer.
 
     ``nncf.strip`` turns 8-bit quantizers into torch FakeQuantize modules, which OpenVINO converts

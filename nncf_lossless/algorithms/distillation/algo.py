@@ -40,57 +40,16 @@ from typing import Any
 import torch
 from torch import nn
 
-from nncf_lossless import registry
-from nncf_lossless.algorithm import CompressionContext
+from nncf_lossless.algorithm import AlgorithmBase, CompressionContext
 from nncf_lossless.algorithms.distillation import losses as L
+from nncf_lossless.algorithms.distillation.schema import DEFAULT_WEIGHTS, NAME, SCHEMA, TERMS, check  # noqa: F401
 from nncf_lossless.errors import ConfigError
 
-NAME = "label_preserving_distillation"
-TERMS = ("label_ce", "kd", "teacher_ce", "margin", "mse")
-# Apprentice's a=1 (teacher CE, scheme A only), b=0.5 (label CE), c=0.5 (distillation).
-DEFAULT_WEIGHTS = {"label_ce": 0.5, "kd": 0.5, "teacher_ce": 0.0, "margin": 0.0, "mse": 0.0, "teacher": 1.0}
-_WEIGHT = {"type": "number", "minimum": 0}
-
-SCHEMA: dict[str, Any] = {
-    "type": "object",
-    "additionalProperties": False,
-    "required": ["algorithm"],
-    "properties": {
-        "algorithm": {"const": NAME},
-        "scheme": {"enum": ["A", "B", "C"], "default": "C"},
-        "temperature": {"type": "number", "exclusiveMinimum": 0, "default": 4.0},
-        # Lead (in logits) the teacher's top-1 class should keep over the runner-up, for `margin`.
-        "margin_gap": {"type": "number", "minimum": 0, "default": 1.0},
-        "weights": {
-            "default": {},
-            "oneOf": [
-                {"const": "auto"},
-                {"type": "object", "additionalProperties": False,
-                 "properties": {k: {**_WEIGHT, "default": v} for k, v in DEFAULT_WEIGHTS.items()}},
-            ],
-        },
-        "teacher_cache": {"type": "boolean", "default": False},
-        "auto": {
-            "type": "object",
-            "additionalProperties": False,
-            "default": {},
-            "properties": {
-                "trials": {"type": "integer", "minimum": 1, "default": 12},
-                "epochs_per_trial": {"type": "integer", "minimum": 1, "default": 1},
-                # Held out of the training split (never the test set) to score trials.
-                "validation_fraction": {"type": "number", "exclusiveMinimum": 0, "exclusiveMaximum": 1, "default": 0.2},
-                # Trials fine-tune on this many of the remaining training samples (a fixed random
-                # subset; null: all of them): on a large dataset a trial then costs a fraction of an epoch.
-                "train_samples": {"type": ["integer", "null"], "minimum": 1, "default": None},
-                "max_temperature": {"type": "number", "minimum": 1, "default": 8.0},
-            },
-        },
-    },
-}
+LABEL_TERMS = ("label_ce", "teacher")
 
 
 @dataclass
-class Distillation:
+class Distillation(AlgorithmBase):
     params: dict[str, Any]
     name: str = NAME
     owns_task_loss: bool = True
@@ -101,13 +60,9 @@ class Distillation:
     misses: int = 0
 
     def __post_init__(self) -> None:
-        p = self.params
-        if p.get("teacher_cache") and p.get("scheme") == "A":
-            raise ConfigError("teacher_cache: cannot cache the teacher's outputs with scheme 'A', which trains the teacher")
-        if isinstance(p.get("weights"), dict):
-            self.weights = {**DEFAULT_WEIGHTS, **p["weights"]}
-            if not any(self.weights[t] for t in TERMS):
-                raise ConfigError(f"weights: every student term ({', '.join(TERMS)}) is zero; nothing would be trained")
+        check(self.params)
+        if isinstance(self.params.get("weights"), dict):
+            self.weights = {**DEFAULT_WEIGHTS, **self.params["weights"]}
 
     def apply(self, model: nn.Module, ctx: CompressionContext) -> nn.Module:
         if self.params["weights"] == "auto":
@@ -127,9 +82,13 @@ class Distillation:
         """The teacher's parameters under scheme A (trained jointly), else none."""
         return list(self.teacher.parameters()) if self.params["scheme"] == "A" and self.teacher is not None else []
 
-    def loss(self, outputs: torch.Tensor, targets: torch.Tensor | None, inputs: torch.Tensor | None) -> torch.Tensor:
-        if inputs is None or targets is None:
-            raise ValueError(f"{NAME}: ctrl.loss(outputs, targets, inputs) needs the batch's targets and inputs")
+    def loss(self, outputs: torch.Tensor | None, targets: torch.Tensor | None,
+             inputs: torch.Tensor | None) -> torch.Tensor | None:
+        """The weighted terms; without ``targets`` (NNCF 2's ``ctrl.loss()``) those on the labels are left out."""
+        if outputs is None:
+            return None  # no forward yet
+        if inputs is None:
+            raise ValueError(f"{NAME}: ctrl.loss(outputs, targets, inputs) needs the batch's inputs for the teacher")
         w, p = self.weights, self.params
         teacher = self._teacher_logits(inputs)
         terms = {
@@ -141,6 +100,8 @@ class Distillation:
         }
         if p["scheme"] == "A":
             terms["teacher"] = lambda: L.label_ce(teacher, targets)
+        if targets is None:
+            terms = {t: fn for t, fn in terms.items() if t not in LABEL_TERMS}
         total = torch.zeros((), device=outputs.device)
         self.latest = {}
         for term, fn in terms.items():
@@ -171,12 +132,6 @@ class Distillation:
             self.cache[k] = row
         return logits
 
-    def step(self) -> None:
-        pass
-
-    def epoch_step(self) -> None:
-        pass
-
     def statistics(self) -> dict[str, Any]:
         stats: dict[str, Any] = {"scheme": self.params["scheme"], "temperature": self.params["temperature"],
                                  "weights": getattr(self, "weights", self.params["weights"]), "terms": dict(self.latest)}
@@ -185,13 +140,4 @@ class Distillation:
             stats["teacher_cache"] = {"entries": len(self.cache), "hit_rate": self.hits / looked_up if looked_up else 0.0}
         return stats
 
-    def state_dict(self) -> dict[str, Any]:
-        return {}
 
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        pass
-
-
-# Stage 5: before pruning (10) and quantization (20), so scheme B re-initialises the student
-# before they calibrate; for schemes A and C apply() changes nothing.
-registry.register(registry.Entry(NAME, SCHEMA, Distillation, stage=5))

@@ -24,36 +24,20 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import nncf
-import torch
 from torch import nn
 
-from nncf_lossless import registry
-from nncf_lossless.algorithm import CompressionContext
+from nncf_lossless.algorithm import AlgorithmBase, CompressionContext, CompressionStage
 from nncf_lossless.algorithms.frozen_bn import modules as bn_freeze
-from nncf_lossless.algorithms.shared_params import BN_ADAPTATION_SCHEMA
+from nncf_lossless.algorithms.frozen_bn import schedulers
+from nncf_lossless.algorithms.frozen_bn.schema import SCHEMA  # noqa: F401 (re-exported)
+from nncf_lossless.algorithms.shared_params import bn_adaptation_iterations
 from nncf_lossless.errors import ConfigError
 
-DEFAULT_FRACTION = 0.5
-_POINTS = ("at_epoch", "at_step", "at_fraction")
-
-SCHEMA: dict[str, Any] = {
-    "type": "object",
-    "additionalProperties": False,
-    "required": ["algorithm"],
-    "properties": {
-        "algorithm": {"const": "frozen_bn"},
-        # At most one of these; none means at_fraction 0.5 (no schema default, so one can be given).
-        "at_epoch": {"type": "integer", "minimum": 0},
-        "at_step": {"type": "integer", "minimum": 0},
-        "at_fraction": {"type": "number", "minimum": 0, "maximum": 1},
-        "freeze_affine": {"type": "boolean", "default": False},
-        "batch_norm_adaptation": BN_ADAPTATION_SCHEMA,
-    },
-}
+DEFAULT_FRACTION = schedulers.DEFAULT_FRACTION
 
 
 @dataclass
-class FrozenBN:
+class FrozenBN(AlgorithmBase):
     params: dict[str, Any]
     name: str = "frozen_bn"
     model: nn.Module | None = field(default=None, repr=False)
@@ -65,11 +49,6 @@ class FrozenBN:
     steps_started: int = 0  # step() calls so far
     frozen_at_step: int | None = None
     frozen_at_epoch: int | None = None
-
-    def __post_init__(self) -> None:
-        given = [k for k in _POINTS if k in self.params]
-        if len(given) > 1:
-            raise ConfigError(f"{given[1]}: give only one of {', '.join(_POINTS)} (also given: {given[0]})")
 
     @property
     def adaptation(self) -> dict[str, Any]:
@@ -85,29 +64,24 @@ class FrozenBN:
         self.layers = bn_freeze.batch_norms(model, exclude=ctx.reference.modules())
         if not self.layers:
             raise ConfigError("algorithm: frozen_bn found no BatchNorm layers with running statistics in the model")
-        if "at_epoch" in self.params:
-            self.at_epoch = self.params["at_epoch"]
-        elif "at_step" in self.params:
-            self.at_step = self.params["at_step"]
-        else:
-            fraction = self.params.get("at_fraction", DEFAULT_FRACTION)
-            if ctx.epochs is None or ctx.steps_per_epoch is None:
-                raise ConfigError(f"at_fraction: {fraction} of the planned training needs epochs and steps_per_epoch "
-                                  "passed to create_compressed_model; or give at_epoch or at_step")
-            self.at_step = int(fraction * ctx.epochs * ctx.steps_per_epoch + 0.5)
-
-    def loss(self, outputs: torch.Tensor, targets: torch.Tensor | None, inputs: torch.Tensor | None) -> None:
-        return None
+        self.at_step, self.at_epoch = schedulers.freeze_point(self.params, ctx.epochs, ctx.steps_per_epoch)
 
     def step(self) -> None:
-        if self.at_step is not None and self.steps_started >= self.at_step and not self.frozen:
+        if not self.frozen and self.at_step is not None and self._due():
             self._freeze()
         self.steps_started += 1
 
     def epoch_step(self) -> None:
         self.epochs_started += 1
-        if self.at_epoch is not None and self.epochs_started - 1 >= self.at_epoch and not self.frozen:
+        if not self.frozen and self.at_epoch is not None and self._due():
             self._freeze()
+
+    def _due(self) -> bool:
+        return schedulers.due(self.at_step, self.at_epoch, steps_started=self.steps_started, epochs_started=self.epochs_started)
+
+    def compression_stage(self) -> CompressionStage:
+        """Fully compressed once BatchNorm is frozen, as the deployed model runs it; uncompressed before."""
+        return CompressionStage.FULLY_COMPRESSED if self.frozen else CompressionStage.UNCOMPRESSED
 
     @property
     def frozen(self) -> bool:
@@ -116,7 +90,7 @@ class FrozenBN:
     def _freeze(self) -> None:
         if self.adaptation["enabled"]:
             nncf.batch_norm_adaptation(self.model, self.ctx.nncf_dataset("batch_norm_adaptation"),
-                                       num_iterations=self.adaptation["num_iterations"])
+                                       num_iterations=bn_adaptation_iterations(self.adaptation, self.ctx.calibration_data))
         self._freeze_layers()
         self.frozen_at_step = self.steps_started
         self.frozen_at_epoch = self.epochs_started - 1 if self.epochs_started else None
@@ -154,5 +128,3 @@ class FrozenBN:
             raise ConfigError("frozen_bn.batch_norm_adaptation needs calibration_data: "
                               "the restored schedule has not frozen BN yet")
 
-
-registry.register(registry.Entry("frozen_bn", SCHEMA, FrozenBN, stage=30))

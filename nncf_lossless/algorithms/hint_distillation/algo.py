@@ -30,41 +30,18 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 from torch.utils.hooks import RemovableHandle
 
-from nncf_lossless import registry
-from nncf_lossless.algorithm import CompressionContext
+from nncf_lossless.algorithm import AlgorithmBase, CompressionContext
 from nncf_lossless.algorithms.hint_distillation.hint_points import select_hint_points
-from nncf_lossless.algorithms.hint_distillation.similarity import METRICS
+from nncf_lossless.algorithms.hint_distillation.losses import hint_loss
+from nncf_lossless.algorithms.hint_distillation.schema import NAME, SCHEMA  # noqa: F401 (re-exported)
 from nncf_lossless.errors import ConfigError
-
-NAME = "hint_distillation"
-
-SCHEMA: dict[str, Any] = {
-    "type": "object",
-    "additionalProperties": False,
-    "required": ["algorithm"],
-    "properties": {
-        "algorithm": {"const": NAME},
-        "hint_points": {"oneOf": [{"const": "auto"}, {"type": "array", "minItems": 1, "items": {"type": "string"}}],
-                        "default": "auto"},
-        "num_points": {"type": "integer", "minimum": 1, "default": 3},
-        "metric": {"enum": list(METRICS), "default": "linear_cka"},
-        "samples": {"type": "integer", "minimum": 2, "default": 1000},
-        "candidates": {"type": "array", "items": {"type": "string"}, "minItems": 1},
-        "student_points": {"type": "object", "additionalProperties": {"type": "string"}, "default": {}},
-        "weight": {"type": "number", "minimum": 0, "default": 1.0},
-        "hints_only_epochs": {"type": "integer", "minimum": 0, "default": 0},
-        "weight_after_hints": {"type": "number", "minimum": 0},
-        "seed": {"type": "integer", "default": 0},
-    },
-}
 
 
 @dataclass
-class HintDistillation:
+class HintDistillation(AlgorithmBase):
     params: dict[str, Any]
     name: str = NAME
     points: list[str] | None = None  # teacher module names, once known
@@ -101,29 +78,25 @@ class HintDistillation:
         """True while the schedule trains on hints alone (the controller then drops every other term)."""
         return 0 < self.epochs_started <= self.params["hints_only_epochs"]
 
-    def loss(self, outputs: torch.Tensor, targets: torch.Tensor | None, inputs: torch.Tensor | None) -> torch.Tensor | None:
-        if inputs is None:
-            raise ConfigError("algorithm: hint_distillation needs the batch inputs: call ctrl.loss(outputs, targets, inputs)")
+    def loss(self, outputs: torch.Tensor | None, targets: torch.Tensor | None,
+             inputs: torch.Tensor | None) -> torch.Tensor | None:
         if not self._student:
             return None  # no student forward since the last loss (e.g. evaluation only)
+        if inputs is None:
+            raise ValueError(f"{NAME}: ctrl.loss(outputs, targets, inputs) needs the batch's inputs for the teacher")
         if self._teacher_input is not inputs or not all(p in self._teacher for p in self.points):
             self._teacher.clear()
             with torch.no_grad():
                 self.teacher(inputs)
-        # detach: under Apprentice scheme A the teacher's forward had grad, and hints must not train it.
-        terms = [F.mse_loss(self._adapted(p, self._student[p]), self._teacher[p].detach())
-                 for p in self.points if p in self._student]
+        pairs = [(self._adapted(p, self._student[p]), self._teacher[p]) for p in self.points if p in self._student]
         self._student.clear()
         weight = self.params["weight"]
         if self.epochs_started > self.params["hints_only_epochs"] > 0:
             weight = self.params.get("weight_after_hints", weight)
-        return weight * torch.stack(terms).mean() if terms and weight > 0 else None
+        return weight * hint_loss(pairs) if pairs and weight > 0 else None
 
     def trainable_parameters(self) -> list[nn.Parameter]:
         return list(self.adapters.parameters())
-
-    def step(self) -> None:
-        pass
 
     def epoch_step(self) -> None:
         self.epochs_started += 1
@@ -209,5 +182,3 @@ class HintDistillation:
 def _key(point: str) -> str:
     return point.replace(".", ":")  # ModuleDict keys cannot hold dots
 
-
-registry.register(registry.Entry(NAME, SCHEMA, HintDistillation, stage=40))

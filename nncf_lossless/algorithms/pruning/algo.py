@@ -15,76 +15,25 @@ from typing import Any
 
 import nncf
 import torch
-from nncf.torch.function_hook.pruning.magnitude.schedulers import (
-    ExponentialMagnitudePruningScheduler,
-    MultiStepMagnitudePruningScheduler,
-)
 from nncf.torch.function_hook.pruning.rb.losses import RBLoss
-from nncf.torch.function_hook.pruning.rb.schedulers import ExponentialRBPruningScheduler, MultiStepRBPruningScheduler
-from nncf.torch.function_hook.pruning.scheduler_fns import exponential_ratio_scheduler, multi_step_ratio_scheduler
 from nncf.torch.function_hook.pruning.statistics import pruning_statistic
 from torch import nn
 
-from nncf_lossless import registry
-from nncf_lossless.algorithm import CompressionContext
-from nncf_lossless.algorithms.shared_params import BN_ADAPTATION_SCHEMA, IGNORED_SCOPE_SCHEMA, to_ignored_scope
+from nncf_lossless.algorithm import AlgorithmBase, CompressionContext, CompressionStage
+from nncf_lossless.algorithms.pruning import schedulers
+from nncf_lossless.algorithms.pruning.schema import MODES, SCHEMA  # noqa: F401 (re-exported)
+from nncf_lossless.algorithms.shared_params import bn_adaptation_iterations, to_ignored_scope
 from nncf_lossless.errors import ConfigError
-
-MODES = ["UNSTRUCTURED_MAGNITUDE_LOCAL", "UNSTRUCTURED_MAGNITUDE_GLOBAL", "UNSTRUCTURED_REGULARIZATION_BASED"]
-_RATIO = {"type": "number", "minimum": 0, "exclusiveMaximum": 1}
-
-SCHEMA: dict[str, Any] = {
-    "type": "object",
-    "additionalProperties": False,
-    "required": ["algorithm"],
-    "properties": {
-        "algorithm": {"const": "pruning"},
-        "mode": {"enum": MODES, "default": "UNSTRUCTURED_MAGNITUDE_LOCAL"},
-        "ratio": {**_RATIO, "default": 0.5},
-        "ignored_scope": IGNORED_SCOPE_SCHEMA,
-        "schedule": {
-            "type": "object",
-            "additionalProperties": False,
-            "default": {},
-            "properties": {
-                "type": {"enum": ["constant", "multistep", "exponential"], "default": "constant"},
-                # multistep: {"<epoch>": ratio}; must include "0".
-                "steps": {"type": "object", "patternProperties": {"^[0-9]+$": _RATIO}, "additionalProperties": False,
-                          "required": ["0"]},
-                # exponential: from initial_ratio at epoch 0 to `ratio` at target_epoch.
-                "initial_ratio": {**_RATIO, "default": 0.0},
-                "target_epoch": {"type": "integer", "minimum": 1, "default": 1},
-            },
-            "if": {"properties": {"type": {"const": "multistep"}}, "required": ["type"]},
-            "then": {"required": ["steps"]},
-        },
-        "rb": {
-            "type": "object",
-            "additionalProperties": False,
-            "default": {},
-            "properties": {"p": {"type": "number", "exclusiveMinimum": 0, "default": 0.05},
-                           "weight": {"type": "number", "minimum": 0, "default": 1.0}},
-        },
-        "batch_norm_adaptation": BN_ADAPTATION_SCHEMA,
-    },
-}
 
 
 @dataclass
-class Pruning:
+class Pruning(AlgorithmBase):
     params: dict[str, Any]
     name: str = "pruning"
     model: nn.Module | None = field(default=None, repr=False)
     scheduler: Any = field(default=None, repr=False)
     rb_loss: RBLoss | None = field(default=None, repr=False)
     epoch: int = 0
-
-    def __post_init__(self) -> None:
-        schedule = self.params["schedule"]
-        if schedule["type"] == "exponential" and schedule["initial_ratio"] >= self.params["ratio"]:
-            raise ConfigError(
-                f"schedule.initial_ratio: {schedule['initial_ratio']} must be below ratio {self.params['ratio']}"
-            )
 
     @property
     def mode(self) -> nncf.PruneMode:
@@ -104,48 +53,34 @@ class Pruning:
         bn = self.params["batch_norm_adaptation"]
         if bn["enabled"]:
             nncf.batch_norm_adaptation(model, ctx.nncf_dataset("batch_norm_adaptation"),
-                                       num_iterations=bn["num_iterations"])
+                                       num_iterations=bn_adaptation_iterations(bn, ctx.calibration_data))
         return model
 
     def attach(self, model: nn.Module, ctx: CompressionContext) -> None:
         self.model = model
-        schedule, target = self.params["schedule"], self.params["ratio"]
         if self.regularization_based:
             self.rb_loss = RBLoss(model, target_ratio=self._ratio_at(0), p=self.params["rb"]["p"])
-        if schedule["type"] == "constant":
-            self.scheduler = None
-        elif schedule["type"] == "multistep":
-            steps = {int(k): float(v) for k, v in schedule["steps"].items()}
-            self.scheduler = (MultiStepRBPruningScheduler(self.rb_loss, steps) if self.rb_loss is not None
-                              else MultiStepMagnitudePruningScheduler(model, mode=self.mode, steps=steps))
-        else:
-            kwargs = {"initial_ratio": schedule["initial_ratio"], "target_ratio": target,
-                      "target_epoch": schedule["target_epoch"]}
-            self.scheduler = (ExponentialRBPruningScheduler(self.rb_loss, **kwargs) if self.rb_loss is not None
-                              else ExponentialMagnitudePruningScheduler(model, mode=self.mode, **kwargs))
+        self.scheduler = schedulers.make_scheduler(self.params, model, self.mode, self.rb_loss)
 
     def _ratio_at(self, epoch: int) -> float:
-        """The ratio the schedule sets at the start of ``epoch``."""
-        schedule, target = self.params["schedule"], self.params["ratio"]
-        if schedule["type"] == "multistep":
-            return multi_step_ratio_scheduler(epoch, steps={int(k): v for k, v in schedule["steps"].items()})
-        if schedule["type"] == "exponential":
-            return exponential_ratio_scheduler(epoch, initial_ratio=schedule["initial_ratio"], target_ratio=target,
-                                               target_epoch=schedule["target_epoch"])
-        return target
+        return schedulers.ratio_at(self.params, epoch)
 
     def loss(self, outputs: torch.Tensor, targets: torch.Tensor | None, inputs: torch.Tensor | None) -> torch.Tensor | None:
         if self.rb_loss is None:
             return None
-        return self.params["rb"]["weight"] * self.rb_loss().to(outputs.device)
-
-    def step(self) -> None:
-        pass
+        return self.params["rb"]["weight"] * self.rb_loss()
 
     def epoch_step(self) -> None:
         if self.scheduler is not None:
             self.scheduler.step(self.epoch)
         self.epoch += 1
+
+    def compression_stage(self) -> CompressionStage:
+        """Fully compressed once the schedule has reached its final ratio (at the epoch started last)."""
+        started = max(self.epoch - 1, 0)
+        if started >= schedulers.target_reached_at(self.params):
+            return CompressionStage.FULLY_COMPRESSED
+        return CompressionStage.PARTIALLY_COMPRESSED if self._ratio_at(started) > 0 else CompressionStage.UNCOMPRESSED
 
     def statistics(self) -> dict[str, Any]:
         stat = pruning_statistic(self.model)
@@ -166,5 +101,3 @@ class Pruning:
             # RB target follows the schedule; re-derive it rather than store it.
             self.rb_loss.target_ratio = self._ratio_at(self.epoch - 1)
 
-
-registry.register(registry.Entry("pruning", SCHEMA, Pruning, stage=10))

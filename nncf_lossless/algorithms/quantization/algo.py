@@ -21,42 +21,22 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import nncf
-import torch
+from nncf.common.quantization.structs import QuantizationScheme
+from nncf.quantization.advanced_parameters import QuantizationParameters
+from nncf.quantization.range_estimator import RangeEstimatorParametersSet
 from nncf.torch.quantization.layers import BaseQuantizer
 from torch import nn
 
-from nncf_lossless import registry
-from nncf_lossless.algorithm import CompressionContext
+from nncf_lossless.algorithm import AlgorithmBase, CompressionContext
 from nncf_lossless.algorithms.quantization import low_bit
 from nncf_lossless.algorithms.quantization.cpu_rounding import CpuRounding, match_cpu_rounding
-from nncf_lossless.algorithms.shared_params import IGNORED_SCOPE_SCHEMA, to_ignored_scope
+from nncf_lossless.algorithms.quantization.schema import SCHEMA  # noqa: F401 (re-exported)
+from nncf_lossless.algorithms.shared_params import batches_for, bn_adaptation_iterations, to_ignored_scope
 from nncf_lossless.errors import ConfigError
-
-_BITS = {"type": "object", "additionalProperties": False, "default": {},
-         "properties": {"bits": {"type": "integer", "minimum": 2, "maximum": 8, "default": 8}}}
-
-SCHEMA: dict[str, Any] = {
-    "type": "object",
-    "additionalProperties": False,
-    "required": ["algorithm"],
-    "properties": {
-        "algorithm": {"const": "quantization"},
-        "preset": {"enum": ["performance", "mixed"], "default": "performance"},
-        "target_device": {"enum": ["ANY", "CPU", "GPU", "NPU", "CPU_SPR"], "default": "ANY"},
-        "subset_size": {"type": "integer", "minimum": 1, "default": 300},
-        "fast_bias_correction": {"type": "boolean", "default": True},
-        "model_type": {"enum": [None, "transformer"], "default": None},
-        "ignored_scope": IGNORED_SCOPE_SCHEMA,
-        "weights": _BITS,
-        "activations": _BITS,
-        "match_openvino_cpu": {"type": "boolean", "default": True},
-        "overflow_fix": {"enum": ["enable", "first_layer_only", "disable"], "default": "first_layer_only"},
-    },
-}
 
 
 @dataclass
-class Quantization:
+class Quantization(AlgorithmBase):
     params: dict[str, Any]
     name: str = "quantization"
     model: nn.Module | None = field(default=None, repr=False)
@@ -73,11 +53,11 @@ class Quantization:
                 dataset,
                 preset=nncf.QuantizationPreset(p["preset"]),
                 target_device=nncf.TargetDevice[p["target_device"]],
-                subset_size=_items_for(p["subset_size"], ctx.calibration_data),
+                subset_size=batches_for(p["subset_size"], ctx.calibration_data),
                 fast_bias_correction=p["fast_bias_correction"],
                 model_type=nncf.ModelType(p["model_type"]) if p["model_type"] else None,
                 ignored_scope=to_ignored_scope(p.get("ignored_scope")),
-                advanced_parameters=nncf.AdvancedQuantizationParameters(overflow_fix=overflow_fix),
+                advanced_parameters=_advanced(p, overflow_fix),
             )
         except nncf.ValidationError as err:
             # NNCF's message for an ignored_scope naming nodes that do not exist; keep it on one line.
@@ -90,6 +70,9 @@ class Quantization:
             weight_bits=p["weights"]["bits"],
             activation_bits=p["activations"]["bits"],
         )
+        bn = p["batch_norm_adaptation"]
+        if bn["enabled"]:
+            nncf.batch_norm_adaptation(model, dataset, num_iterations=bn_adaptation_iterations(bn, ctx.calibration_data))
         return model
 
     def attach(self, model: nn.Module, ctx: CompressionContext) -> None:
@@ -98,15 +81,6 @@ class Quantization:
         self.cpu_rounding.remove()
         if self.params.get("match_openvino_cpu", True):
             self.cpu_rounding = match_cpu_rounding(model, ctx.example_input)
-
-    def loss(self, outputs: torch.Tensor, targets: torch.Tensor | None, inputs: torch.Tensor | None) -> None:
-        return None
-
-    def step(self) -> None:
-        pass
-
-    def epoch_step(self) -> None:
-        pass
 
     def statistics(self) -> dict[str, Any]:
         bits: dict[int, int] = {}
@@ -122,17 +96,16 @@ class Quantization:
             "clamp_only_unmatched": list(self.cpu_rounding.unmatched),
         }
 
-    def state_dict(self) -> dict[str, Any]:
-        return {}
 
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        pass
-
-
-def _items_for(samples: int, data: Any) -> int:
-    """NNCF counts dataset items; ours are batches, while ``subset_size`` counts samples as in NNCF 2."""
-    batch_size = getattr(data, "batch_size", None) or 1
-    return max(1, -(-samples // batch_size))
-
-
-registry.register(registry.Entry("quantization", SCHEMA, Quantization, stage=20))
+def _advanced(p: dict[str, Any], overflow_fix: nncf.OverflowFix) -> nncf.AdvancedQuantizationParameters:
+    """NNCF's advanced parameters: overflow fix, per-tensor-kind quantizer constraints, range estimator."""
+    kinds = {}
+    for kind in ("weights", "activations"):
+        q = p[kind]
+        kinds[f"{kind}_quantization_params"] = QuantizationParameters(
+            mode=QuantizationScheme(q["mode"]) if q.get("mode") else None,
+            per_channel=q.get("per_channel"), signedness_to_force=q.get("signed"))
+    ranges = {}
+    if p.get("range_estimator"):
+        ranges["activations_range_estimator_params"] = getattr(RangeEstimatorParametersSet, p["range_estimator"].upper())
+    return nncf.AdvancedQuantizationParameters(overflow_fix=overflow_fix, **kinds, **ranges)
