@@ -22,6 +22,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--restore-mode", choices=RESTORE_MODES, default="activations_and_weights",
                    help="a reverted layer also takes the reference IR's weights and bias (default), or keeps its quantized ones")
     p.add_argument("--no-prune", action="store_true", help="keep every greedy revert (skip the pass that puts unneeded ones back)")
+    p.add_argument("--ranking-subset-size", type=int, default=300, metavar="K",
+                   help="rank groups on K validation samples, the mismatched ones first (NNCF's default 300; 0: all)")
     p.add_argument("--batch-size", type=int, default=8, help="samples per inference request (default 8, as check)")
     p.add_argument("--output-dir", required=True, type=Path, help="where repaired.xml/.bin, repair.json and repair.png go")
 
@@ -48,6 +50,7 @@ def command(args: argparse.Namespace) -> int:
         report = repair(args.reference, args.compressed, validation, args.output_dir, max_mismatches=args.max_mismatches,
                         test=test, device=args.device, precision=None if args.precision == "default" else args.precision,
                         restore_mode=args.restore_mode, batch_size=args.batch_size, prune=not args.no_prune,
+                        ranking_subset_size=args.ranking_subset_size,
                         progress=progress, sources=sources)
     print_summary(report)
     print(f"report: {args.output_dir / REPORT}" + (f", repaired IR: {report['repaired']}" if report["repaired"] else ""))
@@ -74,4 +77,4 @@ def print_summary(report: dict) -> None:
                           f"{m['compressed']['images_per_second']:.0f}",
                           f"{rep['images_per_second']:.0f}" if rep else "-", f"{m['fp32_reference']['images_per_second']:.0f}")
     Console().print(table)
-    print(f"reverted layers: {', '.join(report['reverted_layers']) or 'none'}")
+    print(f"reverted layers: {', '.join(report['reverted_layer_labels']) or 'none'}")

@@ -12,6 +12,7 @@ import json
 import os
 import shutil
 import tempfile
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -46,6 +47,7 @@ def repair(
     restore_mode: str = "activations_and_weights",
     batch_size: int = 8,
     prune: bool = True,
+    ranking_subset_size: int = 300,
     progress: Progress | None = None,
     sources: dict[str, str] | None = None,
 ) -> dict[str, Any]:
@@ -54,7 +56,10 @@ def repair(
     Writes ``repaired.xml``/``.bin``, ``repair.json`` and ``repair.png`` into ``output_dir``, or,
     if even every quantizer group in float exceeds ``max_mismatches``, only the report and plot
     (``budget_met`` false): a ``repaired.xml`` always meets its budget. ``test`` is only measured,
-    never searched on. ``precision=None`` is the device default. ``sources`` names the data files
+    never searched on. Groups are ranked on ``ranking_subset_size`` validation samples (NNCF's
+    default 300; 0: all): every mismatched one, then those whose logits are furthest from the
+    reference's (NNCF's subset selection); the budget is always checked on the whole set.
+    ``precision=None`` is the device default. ``sources`` names the data files
     in the report. Problems with the inputs raise :class:`DataError` before anything is written.
     """
     if isinstance(max_mismatches, bool) or not isinstance(max_mismatches, int) or max_mismatches < 0:
@@ -76,27 +81,32 @@ def repair(
 
     static_shape = [batch_size, *val_inputs.shape[1:]]
 
-    def run(model: ov.Model, dev: str, prec: str | None) -> tuple[np.ndarray, float]:
+    def run(model: ov.Model, dev: str, prec: str | None, inputs: np.ndarray = val_inputs) -> tuple[np.ndarray, float]:
         compiled = compile_ir(model, dev, prec, core, throughput=True, static_shape=static_shape)
-        import time
-
         start = time.perf_counter()
-        logits = infer_async(compiled, val_inputs, batch_size)
+        logits = infer_async(compiled, inputs, batch_size)
         return logits, time.perf_counter() - start
 
     ref_logits, _ = run(ref_model.clone(), "CPU", "f32")
-    ref_labels = ref_logits.argmax(1)
     cache: dict[frozenset[int], Evaluation] = {}
+
+    def measure(indices: Sequence[int], subset: np.ndarray | None = None) -> tuple[Evaluation, np.ndarray]:
+        inputs, ref = (val_inputs, ref_logits) if subset is None else (val_inputs[subset], ref_logits[subset])
+        logits, seconds = run(revert(comp_model, [groups[i] for i in indices], weights), device, precision, inputs)
+        return Evaluation(mismatch_ids=tuple(np.flatnonzero(logits.argmax(1) != ref.argmax(1)).tolist()),
+                          nmse=nmse(ref, logits), images_per_second=len(logits) / seconds if seconds else None), logits
 
     def evaluate(indices: Sequence[int]) -> Evaluation:
         key = frozenset(indices)
         if key not in cache:
-            logits, seconds = run(revert(comp_model, [groups[i] for i in indices], weights), device, precision)
-            cache[key] = Evaluation(mismatch_ids=tuple(np.flatnonzero(logits.argmax(1) != ref_labels).tolist()),
-                                    nmse=nmse(ref_logits, logits), images_per_second=len(logits) / seconds if seconds else None)
+            cache[key] = measure(indices)[0]
         return cache[key]
 
-    result = search(len(groups), evaluate, max_mismatches, prune=prune, progress=progress)
+    before, before_logits = measure([])
+    cache[frozenset()] = before
+    subset = _ranking_subset(ref_logits, before_logits, ranking_subset_size)
+    result = search(len(groups), evaluate, max_mismatches, prune=prune, progress=progress,
+                    rank=None if subset is None else (lambda g: measure([g], subset)[0]))
     chosen = [groups[i] for i in result.reverted]
 
     out = Path(output_dir)
@@ -116,6 +126,7 @@ def repair(
         "pruned_groups": result.pruned,
         "steps": [{**s, "layers": layer_names([groups[i] for i in s["reverted_groups"]])} for s in result.steps],
         "search_validation_mismatches": {"before": result.before.mismatches, "after": result.after.mismatches},
+        "ranking_subset_size": len(val_inputs) if subset is None else len(subset),
         "sources": sources or {},
     }
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -144,6 +155,17 @@ def repair(
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return report
+
+
+def _ranking_subset(ref_logits: np.ndarray, logits: np.ndarray, size: int) -> np.ndarray | None:
+    """NNCF's ranking subset (the items with the largest error), every mismatched sample first; None: all."""
+    from nncf.quantization.algorithms.accuracy_control.subset_selection import get_subset_indices_pot_version
+
+    if size <= 0 or size >= len(ref_logits):
+        return None
+    diff = ((ref_logits - logits) ** 2).sum(1) / np.maximum((ref_logits ** 2).sum(1), 1e-12)
+    errors = (ref_logits.argmax(1) != logits.argmax(1)) + diff / (1 + diff)  # a flip outranks any drift
+    return np.array(get_subset_indices_pot_version(errors.tolist(), size))
 
 
 def _check_pair(ref: ov.Model, comp: ov.Model, ref_path: str | Path, comp_path: str | Path) -> None:

@@ -70,12 +70,15 @@ def search(
     max_mismatches: int,
     *,
     prune: bool = True,
+    rank: Callable[[int], Evaluation] | None = None,
     progress: Callable[[str, int], Callable[[int], None]] | None = None,
 ) -> SearchResult:
     """The fewest groups (greedy in rank order, then pruned) with at most ``max_mismatches`` validation mismatches.
 
     If even every group in float exceeds the budget, all groups are reverted and ``budget_met`` is False.
-    ``progress(title, total)`` (the checker's progress-bar factory) returns a callback advanced per evaluation.
+    ``rank(g)`` scores group ``g`` alone in float (default ``evaluate([g])``; NNCF ranks on a subset of
+    the validation set). ``progress(title, total)`` (the checker's progress-bar factory) returns a
+    callback advanced per evaluation.
     """
     def bar(title: str, total: int) -> Callable[[int], None]:
         return progress(title, total) if progress else (lambda _: None)
@@ -89,7 +92,7 @@ def search(
     advance = bar(f"ranking {num_groups} quantizer groups, each alone in float", num_groups)
     alone = []
     for g in range(num_groups):
-        alone.append(evaluate([g]))
+        alone.append(rank(g) if rank else evaluate([g]))
         advance(1)
     order = sorted(range(num_groups), key=lambda g: (alone[g].mismatches, alone[g].nmse, g))
     result.ranking = [{"group": g, "mismatches_alone": alone[g].mismatches, "nmse_alone": alone[g].nmse} for g in order]
@@ -98,7 +101,7 @@ def search(
     current = before
     for g in order:
         chosen = result.reverted + [g]
-        current = evaluate(chosen)  # the evaluator caches: one group alone was measured by the ranking
+        current = evaluate(chosen)
         advance(1)
         result.reverted = chosen
         result.steps.append(_step(chosen, current))
