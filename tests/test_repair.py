@@ -191,3 +191,21 @@ def test_ptq_path_nncf_accuracy_control_with_label_agreement(pair):
     assert any(op.get_type_name() == "FakeQuantize" for op in model.get_ops())
     np.savez(pair["dir"] / "val400.npz", inputs=inputs[:400], labels=labels[:400])
     assert _check(pair["reference"], path, pair["dir"] / "val400.npz") == 0
+
+
+def test_trainer_repair_step_repairs_the_exported_pair_on_the_validation_split(pair, digits, tmp_path):
+    from types import SimpleNamespace
+
+    from torch.utils.data import Subset
+
+    from nncf_lossless.training.repair_step import repair_after_export
+
+    config = load_config(digits_config(repair={"max_mismatches": 1}))
+    # The validation split another branch adds to DataBundle; here: the first 600 training images.
+    data = SimpleNamespace(validation=Subset(digits.calibration, range(600)), test=digits.test)
+    check_repair_config(config, data)
+    report = repair_after_export(config, data, {"reference": pair["reference"], "compressed": pair["compressed"]}, tmp_path)
+    assert report["budget_met"] and report["validation"]["num_samples"] == 600
+    assert report["validation"]["repaired"]["mismatches"] <= 1
+    assert report["test"]["num_samples"] == len(digits.test)
+    assert (tmp_path / "repair" / "repaired.xml").exists()
