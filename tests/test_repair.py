@@ -209,3 +209,15 @@ def test_trainer_repair_step_repairs_the_exported_pair_on_the_validation_split(p
     assert report["validation"]["repaired"]["mismatches"] <= 1
     assert report["test"]["num_samples"] == len(digits.test)
     assert (tmp_path / "repair" / "repaired.xml").exists()
+
+
+def test_an_unreachable_budget_writes_the_report_but_no_ir(pair, tmp_path, capsys):
+    # Keeping the 4-bit weights, even every activation in float leaves flips on this pair.
+    out = tmp_path / "out"
+    assert _cli(pair, out, "--restore-mode", "only_activations", "--ranking-subset-size", "0") == 1
+    report = json.loads((out / "repair.json").read_text())
+    assert not report["budget_met"] and report["repaired"] is None
+    assert len(report["reverted_groups"]) == report["num_groups"]
+    assert report["search_validation_mismatches"]["after"] > 0
+    assert sorted(p.name for p in out.iterdir()) == ["repair.json", "repair.png"]
+    assert "budget not met" in capsys.readouterr().err

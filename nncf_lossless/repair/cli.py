@@ -67,7 +67,7 @@ def print_summary(report: dict) -> None:
 
     table = Table(title=f"repair on {report['device']} {report['requested_precision']}: "
                         f"{len(report['reverted_groups'])} of {report['num_groups']} quantizer groups in float")
-    for col in ("data", "samples", "mismatches before", "after", "img/s compressed", "img/s repaired", "img/s FP32"):
+    for col in ("data", "samples", "mismatches before", "after", "img/s compressed", "img/s repaired", "img/s FP32 IR"):
         table.add_column(col, justify="right")
     for split in ("validation", "test"):
         m = report.get(split)
