@@ -56,10 +56,14 @@ def main() -> int:
     parser.add_argument("--precisions", nargs="+", default=["f32"], choices=["f32", "default"])
     parser.add_argument("--only", nargs="+", choices=list(MODELS), help="only these IRs")
     parser.add_argument("--report-only", action="store_true")
+    parser.add_argument("--merge", type=Path, nargs="+", default=[],
+                        help="add the rows of these result files (parallel runs with other --output) before saving")
     args = parser.parse_args()
 
     report = json.loads(args.output.read_text()) if args.output.exists() else {"rows": {}}
     report.update(cpu_flags=cpu_flags(), host=platform.node())
+    for other in args.merge:
+        report["rows"].update(json.loads(other.read_text())["rows"])
     if args.report_only:
         save(report, args.output)
         return 0
@@ -67,7 +71,8 @@ def main() -> int:
 
     for model in args.only or list(MODELS):
         for precision in args.precisions:
-            for fraction in args.budgets:
+            memo: dict[Any, Any] = {}  # the larger budget first: the smaller one continues its search
+            for fraction in sorted(args.budgets, reverse=True):
                 budget = round(fraction * args.val_samples)
                 name = f"{model}_{precision}_budget{budget}"
                 settings = {"model": model, "entry": MODELS[model], "precision": precision, "budget": budget,
@@ -80,7 +85,8 @@ def main() -> int:
                 out = args.workdir / name
                 result = repair(pair["reference"], pair["compressed"], load_npz(pair["val"]), out, max_mismatches=budget,
                                 test=load_npz(pair["test"]), precision=None if precision == "default" else precision,
-                                progress=None, sources={"validation": str(pair["val"]), "test": str(pair["test"])})
+                                progress=log_progress, memo=memo,
+                                sources={"validation": str(pair["val"]), "test": str(pair["test"])})
                 report["rows"][name] = summarize(result, settings, time.perf_counter() - started)
                 save(report, args.output)
                 row = report["rows"][name]
@@ -89,6 +95,19 @@ def main() -> int:
                       f"of the unrepaired IR", file=sys.stderr)
     save(report, args.output)
     return 0
+
+
+def log_progress(title: str, total: int) -> Any:
+    """A progress callback for a log file: one line per finished search phase or measurement."""
+    done = [0]
+    started = time.perf_counter()
+
+    def advance(n: int) -> None:
+        done[0] += n
+        if done[0] >= total:
+            print(f"  {title}: {total} in {time.perf_counter() - started:.0f} s", file=sys.stderr, flush=True)
+
+    return advance
 
 
 def cpu_flags() -> list[str]:

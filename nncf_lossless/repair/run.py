@@ -50,6 +50,7 @@ def repair(
     ranking_subset_size: int = 300,
     progress: Progress | None = None,
     sources: dict[str, str] | None = None,
+    memo: dict[Any, Evaluation] | None = None,
 ) -> dict[str, Any]:
     """Repairs ``compressed`` against ``reference`` on ``validation`` (inputs, labels); returns the report.
 
@@ -60,7 +61,9 @@ def repair(
     default 300; 0: all): every mismatched one, then those whose logits are furthest from the
     reference's (NNCF's subset selection); the budget is always checked on the whole set.
     ``precision=None`` is the device default. ``sources`` names the data files
-    in the report. Problems with the inputs raise :class:`DataError` before anything is written.
+    in the report. ``memo`` keeps evaluations across calls that differ only in ``max_mismatches``
+    (same IRs, data and settings): a second budget reuses the ranking and the greedy prefix.
+    Problems with the inputs raise :class:`DataError` before anything is written.
     """
     if isinstance(max_mismatches, bool) or not isinstance(max_mismatches, int) or max_mismatches < 0:
         raise DataError(f"--max-mismatches: must be a whole number >= 0, got {max_mismatches!r}")
@@ -88,7 +91,7 @@ def repair(
         return logits, time.perf_counter() - start
 
     ref_logits, _ = run(ref_model.clone(), "CPU", "f32")
-    cache: dict[frozenset[int], Evaluation] = {}
+    cache: dict[Any, Evaluation] = memo if memo is not None else {}
 
     def measure(indices: Sequence[int], subset: np.ndarray | None = None) -> tuple[Evaluation, np.ndarray]:
         inputs, ref = (val_inputs, ref_logits) if subset is None else (val_inputs[subset], ref_logits[subset])
@@ -103,10 +106,10 @@ def repair(
         return cache[key]
 
     before, before_logits = measure([])
-    cache[frozenset()] = before
+    cache.setdefault(frozenset(), before)
     subset = _ranking_subset(ref_logits, before_logits, ranking_subset_size)
     result = search(len(groups), evaluate, max_mismatches, prune=prune, progress=progress,
-                    rank=None if subset is None else (lambda g: measure([g], subset)[0]))
+                    rank=None if subset is None else (lambda g: _memo(cache, ("rank", g), lambda: measure([g], subset)[0])))
     chosen = [groups[i] for i in result.reverted]
 
     out = Path(output_dir)
@@ -155,6 +158,12 @@ def repair(
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return report
+
+
+def _memo(cache: dict[Any, Evaluation], key: Any, compute: Any) -> Evaluation:
+    if key not in cache:
+        cache[key] = compute()
+    return cache[key]
 
 
 def _ranking_subset(ref_logits: np.ndarray, logits: np.ndarray, size: int) -> np.ndarray | None:
