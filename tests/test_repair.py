@@ -221,3 +221,12 @@ def test_an_unreachable_budget_writes_the_report_but_no_ir(pair, tmp_path, capsy
     assert report["search_validation_mismatches"]["after"] > 0
     assert sorted(p.name for p in out.iterdir()) == ["repair.json", "repair.png"]
     assert "budget not met" in capsys.readouterr().err
+
+
+def test_an_absent_device_or_a_file_as_output_dir_is_refused(pair, tmp_path, capsys):
+    assert _cli(pair, tmp_path / "out", "--device", "NO_SUCH_DEVICE") == 2
+    assert "--device: NO_SUCH_DEVICE" in _one_line_error(capsys)
+    (tmp_path / "file").write_text("x")
+    assert _cli(pair, tmp_path / "file") == 2
+    assert "--output-dir" in _one_line_error(capsys)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["file"]

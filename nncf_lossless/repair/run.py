@@ -69,7 +69,14 @@ def repair(
         raise DataError(f"--max-mismatches: must be a whole number >= 0, got {max_mismatches!r}")
     if restore_mode not in RESTORE_MODES:
         raise DataError(f"--restore-mode: {restore_mode!r} is not one of {', '.join(RESTORE_MODES)}")
+    if batch_size < 1:
+        raise DataError(f"--batch-size: must be at least 1, got {batch_size}")
+    out = Path(output_dir)
+    if out.exists() and not out.is_dir():
+        raise DataError(f"--output-dir: {out} exists and is not a directory")
     core = ov.Core()
+    if device not in core.available_devices:
+        raise DataError(f"--device: {device} is not available here (available: {', '.join(core.available_devices)})")
     ref_model = read_classifier(reference, core, "--reference")
     comp_model = read_classifier(compressed, core, "--compressed")
     val_inputs, val_labels = (np.asarray(a) for a in validation)
@@ -112,7 +119,6 @@ def repair(
                     rank=None if subset is None else (lambda g: _memo(cache, ("rank", g), lambda: measure([g], subset)[0])))
     chosen = [groups[i] for i in result.reverted]
 
-    out = Path(output_dir)
     requested = precision or "default"
     report: dict[str, Any] = {
         "version": REPORT_VERSION,
