@@ -67,14 +67,15 @@ def print_summary(report: dict) -> None:
 
     table = Table(title=f"repair on {report['device']} {report['requested_precision']}: "
                         f"{len(report['reverted_groups'])} of {report['num_groups']} quantizer groups in float")
-    for col in ("data", "samples", "mismatches before", "after", "img/s compressed", "img/s repaired", "img/s FP32 IR"):
+    for col in ("data", "samples", "mismatches before", "after"):
         table.add_column(col, justify="right")
     for split in ("validation", "test"):
         m = report.get(split)
         if m:
-            rep = m.get("repaired", {})
-            table.add_row(split, str(m["num_samples"]), str(m["compressed"]["mismatches"]), str(rep.get("mismatches", "-")),
-                          f"{m['compressed']['images_per_second']:.0f}",
-                          f"{rep['images_per_second']:.0f}" if rep else "-", f"{m['fp32_reference']['images_per_second']:.0f}")
+            table.add_row(split, str(m["num_samples"]), str(m["compressed"]["mismatches"]),
+                          str(m["repaired"]["mismatches"]) if "repaired" in m else "-")
     Console().print(table)
+    tp = report["throughput"]
+    speed = ", ".join(f"{name} {ips:.0f}" for name, ips in tp["images_per_second"].items())
+    print(f"images/s (best of {tp['repeats']}, {tp['num_samples']} samples): {speed}")
     print(f"reverted layers: {', '.join(report['reverted_layer_labels']) or 'none'}")
