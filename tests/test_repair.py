@@ -230,3 +230,17 @@ def test_an_absent_device_or_a_file_as_output_dir_is_refused(pair, tmp_path, cap
     assert _cli(pair, tmp_path / "file") == 2
     assert "--output-dir" in _one_line_error(capsys)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["file"]
+
+
+def test_a_shared_memo_gives_the_same_repair_as_a_fresh_search(pair, tmp_path):
+    from nncf_lossless.repair.run import repair
+
+    validation = load_samples(pair["val"])
+    memo: dict = {}
+    repair(pair["reference"], pair["compressed"], validation, tmp_path / "b2", max_mismatches=2, memo=memo)
+    size = len(memo)
+    shared = repair(pair["reference"], pair["compressed"], validation, tmp_path / "b0", max_mismatches=0, memo=memo)
+    fresh = repair(pair["reference"], pair["compressed"], validation, tmp_path / "fresh", max_mismatches=0)
+    assert shared["reverted_groups"] == fresh["reverted_groups"] and shared["ranking"] == fresh["ranking"]
+    assert shared["validation"]["repaired"]["mismatches"] == fresh["validation"]["repaired"]["mismatches"] == 0
+    assert len(memo) >= size
