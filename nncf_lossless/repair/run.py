@@ -225,15 +225,15 @@ def _measure(reference: str | Path, models: list[str | Path], inputs: np.ndarray
     return out
 
 
-def measure_throughput(models: dict[str, str | Path], inputs: np.ndarray, device: str, precision: str | None,
+def measure_throughput(models: dict[str, str | Path | ov.Model], inputs: np.ndarray, device: str, precision: str | None,
                        batch_size: int = 8, repeats: int = 3, core: ov.Core | None = None) -> dict[str, Any]:
     """Images/s of each IR with the checker's runner (THROUGHPUT hint, ``infer_async``): the best of
     ``repeats`` passes, the IRs taking turns, so a busy machine slows them alike and the best pass is
     the least disturbed one."""
     core = core or ov.Core()
     static_shape = [batch_size, *inputs.shape[1:]]
-    compiled = {name: compile_ir(str(path), device, precision, core, throughput=True, static_shape=static_shape)
-                for name, path in models.items()}
+    compiled = {name: compile_ir(path if isinstance(path, ov.Model) else str(path), device, precision, core,
+                                 throughput=True, static_shape=static_shape) for name, path in models.items()}
     best: dict[str, float] = {}
     for _ in range(repeats):
         for name, model in compiled.items():
