@@ -121,6 +121,20 @@ TOP_LEVEL_SCHEMA: dict[str, Any] = {
                 "batch": {"type": ["integer", "null"], "minimum": 1, "default": None},
             },
         },
+        # Flip repair of the exported IR (nncf_lossless.repair) on the validation split, after export.
+        # No section default: configs without it stay as they were.
+        "repair": {
+            "type": "object",
+            "additionalProperties": False,
+            "properties": {
+                "enabled": {"type": "boolean", "default": True},
+                "max_mismatches": {"type": "integer", "minimum": 0, "default": 0},
+                "device": {"type": "string", "default": "CPU"},
+                "precision": {"enum": ["f32", "default"], "default": "f32"},
+                "restore_mode": {"enum": ["activations_and_weights", "only_activations"], "default": "activations_and_weights"},
+                "dir": {"type": "string", "default": "repair"},
+            },
+        },
         "compression": {
             "type": "array",
             "items": {"type": "object", "required": ["algorithm"], "properties": {"algorithm": {"type": "string"}}},

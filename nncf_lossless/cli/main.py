@@ -1,4 +1,5 @@
-"""``nncf-lossless``: train, demo, export, data, validate-config, diff-layers, select-hints, check, bundle, merge-reports.
+"""``nncf-lossless``: train, demo, export, data, validate-config, diff-layers, select-hints, check, bundle, repair,
+merge-reports.
 
 User errors (:class:`~nncf_lossless.errors.UserError`) print one line, ``error: ...``, and exit
 with status 2; anything else is a bug and keeps its traceback. Output piped into a reader that
@@ -128,6 +129,13 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--data", required=True, type=Path, help=".npz with 'inputs' (N, ...) float32 and 'labels' (N,)")
     p.add_argument("--output", required=True, type=Path, help="bundle directory to write")
     p.set_defaults(func=_bundle)
+
+    from nncf_lossless.repair import cli as repair_cli
+
+    p = sub.add_parser("repair", help="put the fewest quantizer groups of a compressed IR back in float so that at most N "
+                       "validation labels differ from the FP32 reference IR", epilog="exit status: 0 budget met, 1 not met, 2 a user error")
+    repair_cli.add_arguments(p)
+    p.set_defaults(func=repair_cli.command)
 
     p = sub.add_parser("merge-reports", help="merge consistency.json reports from several machines into one table")
     p.add_argument("reports", nargs="+", type=Path)

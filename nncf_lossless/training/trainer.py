@@ -60,6 +60,7 @@ from nncf_lossless.training.loop import (
     wrap_ddp,
 )
 from nncf_lossless.training.reference import REFERENCE, REFERENCE_PROGRESS, load_or_train_reference
+from nncf_lossless.training.repair_step import check_repair_config, repair_after_export, repair_requested
 from nncf_lossless.training.selection import CheckpointSelection
 from nncf_lossless.training.tuning import TUNING
 
@@ -101,6 +102,7 @@ def _run(config: dict[str, Any], out: Path, resume: bool, overwrite: bool, conso
     seed_everything(train_cfg["seed"])
     data = load_dataset(config["dataset"], seed=train_cfg["seed"])
     _check_sample_size(config, data)
+    check_repair_config(config, data)
     loaders = make_loaders(data, train_cfg, dctx)
     if dctx.is_main:
         write_json(config, out / CONFIG)
@@ -203,6 +205,9 @@ def _run(config: dict[str, Any], out: Path, resume: bool, overwrite: bool, conso
         # The same count, measured where it is made and where it ships.
         results["mismatches_by_side"] = {"pytorch": results["mismatches"], **{
             f"openvino {r['device']} {r['precision']}": r["mismatches"] for r in results["openvino"]["runs"]}}
+        if repair_requested(config):
+            paths = {k: results["openvino"][f"{k}_ir"] for k in ("reference", "compressed")}
+            results["repair"] = repair_after_export(config, data, paths, out)
     shutil.rmtree(out / IR_EVAL_DIR, ignore_errors=True)
     write_json(results, out / RESULTS)
     distributed.barrier(dctx)
