@@ -31,6 +31,7 @@ class Loaders:
     train: DataLoader
     test: DataLoader
     calibration: DataLoader
+    validation: DataLoader | None = None  # dataset.validation: what selection and tuning score on
 
 
 def resolve_device(name: str) -> torch.device:
@@ -55,10 +56,13 @@ def make_loaders(data: DataBundle, train_cfg: dict[str, Any], dctx: distributed.
         train = DataLoader(data.train, batch_size=train_cfg["batch_size"], sampler=sampler, num_workers=workers)
     else:
         train = DataLoader(data.train, batch_size=train_cfg["batch_size"], shuffle=True, num_workers=workers)
+    validation = getattr(data, "validation", None)
     return Loaders(
         train=train,
         test=DataLoader(data.test, batch_size=train_cfg["eval_batch_size"], num_workers=workers),
         calibration=DataLoader(data.calibration, batch_size=train_cfg["batch_size"], num_workers=workers),
+        validation=None if validation is None else DataLoader(validation, batch_size=train_cfg["eval_batch_size"],
+                                                               num_workers=workers),
     )
 
 
