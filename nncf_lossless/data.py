@@ -203,7 +203,7 @@ def _validation_split(spec: Any, images: torch.Tensor, labels: torch.Tensor, ids
         return {"images": v_images, "labels": v_labels, "ids": v_ids, "info": info, "keep": torch.arange(len(labels))}
     n = len(labels)
     if "fraction" in spec:
-        count = int(round(n * spec["fraction"]))
+        count = round(n * spec["fraction"])
         source = f"fraction {spec['fraction']} of the training split"
     else:
         count = spec["count"]

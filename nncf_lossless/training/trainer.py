@@ -150,14 +150,17 @@ def _run(config: dict[str, Any], out: Path, resume: bool, overwrite: bool, conso
     stopped = False
     for epoch in range(first_epoch, epochs):
         start_epoch(loaders, dctx, train_cfg["seed"], epoch)
+        epoch_started = time.perf_counter()
         loss = fit_epoch(train_model, loaders.train, optimizer, lr_schedule, ctrl, console,
                          description=f"fine-tuning epoch {epoch + 1}/{epochs}",
                          after_backward=lambda: distributed.average_gradients(dctx, outside_ddp))
+        train_seconds = time.perf_counter() - epoch_started  # the training steps alone, without evaluation
         if teacher_trains:
             ref_logits, _ = evaluate(ctrl.reference, eval_loader, dctx)
         comp_logits, _ = evaluate(cmodel, eval_loader, dctx)
         metrics = compare(ref_logits, comp_logits, labels)
-        record = {"epoch": epoch + 1, "train_loss": loss, "split": split,
+        record = {"epoch": epoch + 1, "train_loss": loss, "split": split, "train_seconds": train_seconds,
+                  "train_steps": len(loaders.train),
                   "compressed_accuracy": metrics["compressed"]["accuracy"], "mismatches": metrics["mismatches"],
                   "statistics": ctrl.statistics()}
         line = (f"fine-tuning epoch {epoch + 1}/{epochs}: loss {loss:.4f}, {split} compressed accuracy "
