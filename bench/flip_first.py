@@ -46,7 +46,7 @@ from nncf_lossless.training.trainer import run
 ROOT = Path(__file__).resolve().parents[1]
 BASE_CONFIG = ROOT / "configs" / "cifar10_resnet20_int8.json"
 
-BUDGET = {"training.epochs": 4, "dataset.max_train_samples": 10000, "dataset.validation": {"count": 5000, "seed": 0},
+BUDGET = {"training.epochs": 4, "dataset.max_train_samples": 5000, "dataset.validation": {"count": 2000, "seed": 0},
           "training.select_checkpoint": "fewest_mismatches", "training.num_workers": 0}
 Q8 = {"algorithm": "quantization", "preset": "performance", "subset_size": 1000}
 FBN = {"algorithm": "frozen_bn", "at_fraction": 0.0}

@@ -106,6 +106,19 @@ TOP_LEVEL_SCHEMA: dict[str, Any] = {
                 # Which epoch's weights the run ends with: the last, or the one with the fewest
                 # mismatches (IR-measured with evaluate_ir; compressed accuracy breaks ties).
                 "select_checkpoint": {"enum": ["last", "fewest_mismatches"], "default": "last"},
+                # How each epoch draws the training images: uniformly, or oversampling the ones the
+                # compressed model flipped / the reference is unsure of (nncf_lossless/training/flip_sampler.py).
+                "sampling": {
+                    "type": "object",
+                    "additionalProperties": False,
+                    "default": {},
+                    "properties": {
+                        "mode": {"enum": ["uniform", "flip_focused"], "default": "uniform"},
+                        "floor": {"type": "number", "minimum": 0, "maximum": 1, "default": 0.5},
+                        "flip_weight": {"type": "number", "minimum": 0, "default": 1.0},
+                        "margin_weight": {"type": "number", "minimum": 0, "default": 1.0},
+                    },
+                },
                 **_OPTIMIZER,
                 "lr": {**_OPTIMIZER["lr"], "default": 1e-4},
                 "reference": {

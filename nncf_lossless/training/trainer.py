@@ -121,6 +121,11 @@ def _run(config: dict[str, Any], out: Path, resume: bool, overwrite: bool, conso
     eval_loader = loaders.validation if loaders.validation is not None else loaders.test
     ref_logits, labels = evaluate(model, eval_loader, dctx)
     tuned = _tune_if_auto(config, model, data, out, console)
+    sampler = getattr(loaders.train, "sampler", None)
+    if not hasattr(sampler, "set_reference"):
+        sampler = None
+    if sampler is not None:  # flip-focused sampling: the reference's margins on the clean training images
+        sampler.set_reference(torch.from_numpy(evaluate(model, loaders.calibration, dctx)[0]))
 
     state = load_checkpoint(out / CHECKPOINT) if resume and (out / CHECKPOINT).exists() else None
     if resume and state is None:
@@ -139,6 +144,8 @@ def _run(config: dict[str, Any], out: Path, resume: bool, overwrite: bool, conso
         lr_schedule.load_state_dict(state["lr_schedule"])
         torch.set_rng_state(state["rng"])
         history, first_epoch, selection.best = state["history"], int(state["epoch"]), state.get("best")
+        if sampler is not None and state.get("sampler") is not None:
+            sampler.load_state_dict(state["sampler"])
         console.print(f"resumed from {out / CHECKPOINT} after epoch {first_epoch}")
     eval_inputs = torch.cat([x for x, _ in eval_loader]).numpy() if train_cfg["evaluate_ir"] else None
     ir_reference_logits = None
@@ -155,6 +162,8 @@ def _run(config: dict[str, Any], out: Path, resume: bool, overwrite: bool, conso
                          description=f"fine-tuning epoch {epoch + 1}/{epochs}",
                          after_backward=lambda: distributed.average_gradients(dctx, outside_ddp))
         train_seconds = time.perf_counter() - epoch_started  # the training steps alone, without evaluation
+        if sampler is not None:
+            sampler.end_epoch()  # every rank's flips, in the checkpoint and the next epoch's draw
         if teacher_trains:
             ref_logits, _ = evaluate(ctrl.reference, eval_loader, dctx)
         comp_logits, _ = evaluate(cmodel, eval_loader, dctx)
@@ -181,7 +190,8 @@ def _run(config: dict[str, Any], out: Path, resume: bool, overwrite: bool, conso
         if dctx.is_main:
             save_checkpoint({"epoch": epoch + 1, "ctrl": ctrl.state_dict(), "optimizer": optimizer.state_dict(),
                              "lr_schedule": lr_schedule.state_dict(), "rng": torch.get_rng_state(), "history": history,
-                             "best": selection.best, "world_size": dctx.world_size}, out / CHECKPOINT)
+                             "best": selection.best, "world_size": dctx.world_size,
+                             "sampler": None if sampler is None else sampler.state_dict()}, out / CHECKPOINT)
         if stop_after_epoch is not None and epoch + 1 >= stop_after_epoch and epoch + 1 < epochs:
             stopped = True
             break

@@ -84,7 +84,9 @@ def tune(config: dict[str, Any], reference: nn.Module, data: DataBundle, out: Pa
     trail["validation_samples"], trail["train_samples"] = n_val, len(train_idx)
 
     def objective(trial: optuna.Trial) -> float:
-        weights = {t: trial.suggest_float(t, 0.0, 1.0) for t in TERMS}
+        # targets: "teacher" keeps the ground-truth term at 0 in every trial.
+        weights = {t: trial.suggest_float(t, 0.0, 1.0) if not (t == "label_ce" and entry["targets"] == "teacher") else 0.0
+                   for t in TERMS}
         temperature = trial.suggest_float("temperature", 1.0, auto["max_temperature"])
         trial_config = _resolved(config, index, {**weights, "teacher": DEFAULT_WEIGHTS["teacher"]}, temperature)
         seed_everything(seed)
@@ -117,7 +119,7 @@ def tune(config: dict[str, Any], reference: nn.Module, data: DataBundle, out: Pa
 
 
 def _from_best(config: dict[str, Any], index: int, params: dict[str, float]) -> dict[str, Any]:
-    weights = {t: params[t] for t in TERMS}
+    weights = {t: params.get(t, 0.0) for t in TERMS}
     return _resolved(config, index, {**weights, "teacher": DEFAULT_WEIGHTS["teacher"]}, params["temperature"])
 
 

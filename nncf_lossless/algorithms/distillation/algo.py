@@ -27,6 +27,22 @@ each input sample's bytes, so it is correct for any loader order and never stale
 sample simply misses. Hits and misses are in ``statistics()``. The cache is not checkpointed (it
 rebuilds in one epoch) and is refused with scheme A, whose teacher changes.
 
+Flip-first options (issue 15), all off by default:
+
+* ``targets: "teacher"``: the loss never reads the ground truth (``label_ce`` must be 0; its default
+  becomes 0), so the student is never pushed away from the reference where the reference is wrong.
+  Pure KD at a low temperature, logit matching (``mse``) and teacher-label CE (``teacher_ce``) are
+  the ``weights``.
+* ``focal: {alpha, beta}``: every student-teacher term is a weighted mean with weight ``alpha + beta``
+  on the samples the reference classifies correctly and ``alpha`` elsewhere (Positive-Congruent
+  Training's focal distillation; it reads the labels only to weight). ``beta: 0`` (default) is off.
+* ``mix: {mode, fraction, alpha}``: ``mixup``/``cutmix`` replaces ``fraction`` of each training batch
+  by mixes of its images, before the student's forward pass (``prepare_inputs``, which the built-in
+  loop calls); only the teacher-student terms see them, so ``label_ce`` must be 0.
+
+After each ``loss``, ``last_teacher_logits`` and ``last_clean_rows`` (unmixed rows) are kept for the
+flip-focused sampler, which counts disagreements on them.
+
 ``weights: "auto"`` is resolved before compression by :func:`nncf_lossless.training.tuning.tune` (the
 built-in trainer does this); an unresolved ``"auto"`` reaching :meth:`apply` is an error.
 """
@@ -70,6 +86,24 @@ SCHEMA: dict[str, Any] = {
             ],
         },
         "teacher_cache": {"type": "boolean", "default": False},
+        # "teacher": no term reads the ground truth (label_ce 0); "labels": the weights decide.
+        "targets": {"enum": ["labels", "teacher"], "default": "labels"},
+        "focal": {
+            "type": "object",
+            "additionalProperties": False,
+            "default": {},
+            "properties": {"alpha": {**_WEIGHT, "default": 1.0}, "beta": {**_WEIGHT, "default": 0.0}},
+        },
+        "mix": {
+            "type": "object",
+            "additionalProperties": False,
+            "default": {},
+            "properties": {
+                "mode": {"enum": ["none", "mixup", "cutmix"], "default": "none"},
+                "fraction": {"type": "number", "minimum": 0, "maximum": 1, "default": 0.5},
+                "alpha": {"type": "number", "exclusiveMinimum": 0, "default": 1.0},
+            },
+        },
         "auto": {
             "type": "object",
             "additionalProperties": False,
@@ -99,13 +133,23 @@ class Distillation:
     cache: dict[bytes, torch.Tensor] = field(default_factory=dict, repr=False)
     hits: int = 0
     misses: int = 0
+    last_teacher_logits: torch.Tensor | None = field(default=None, repr=False)
+    last_clean_rows: torch.Tensor | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         p = self.params
+        if p.get("mix", {}).get("mode", "none") != "none" and p.get("scheme") == "A":
+            raise ConfigError("mix: not with scheme 'A', whose teacher term is CE on the (unmixed) labels")
         if p.get("teacher_cache") and p.get("scheme") == "A":
             raise ConfigError("teacher_cache: cannot cache the teacher's outputs with scheme 'A', which trains the teacher")
         if isinstance(p.get("weights"), dict):
             self.weights = {**DEFAULT_WEIGHTS, **p["weights"]}
+            if p.get("targets") == "teacher" and "label_ce" not in p["weights"]:
+                self.weights["label_ce"] = 0.0
+            if self.weights["label_ce"] and p.get("targets") == "teacher":
+                raise ConfigError('weights.label_ce: must be 0 with targets: "teacher" (no term may read the ground truth)')
+            if self.weights["label_ce"] and p.get("mix", {}).get("mode", "none") != "none":
+                raise ConfigError("weights.label_ce: must be 0 with mix (mixed inputs have no label)")
             if not any(self.weights[t] for t in TERMS):
                 raise ConfigError(f"weights: every student term ({', '.join(TERMS)}) is zero; nothing would be trained")
 
@@ -127,17 +171,30 @@ class Distillation:
         """The teacher's parameters under scheme A (trained jointly), else none."""
         return list(self.teacher.parameters()) if self.params["scheme"] == "A" and self.teacher is not None else []
 
+    def prepare_inputs(self, inputs: torch.Tensor) -> torch.Tensor:
+        """The training batch the student runs on: ``mix`` applied (a no-op without it)."""
+        mix = self.params["mix"]
+        if mix["mode"] == "none":
+            self.last_clean_rows = None
+            return inputs
+        inputs, self.last_clean_rows = L.mix_inputs(inputs, mix["mode"], mix["fraction"], mix["alpha"])
+        return inputs
+
     def loss(self, outputs: torch.Tensor, targets: torch.Tensor | None, inputs: torch.Tensor | None) -> torch.Tensor:
-        if inputs is None or targets is None:
-            raise ValueError(f"{NAME}: ctrl.loss(outputs, targets, inputs) needs the batch's targets and inputs")
         w, p = self.weights, self.params
+        needs_targets = w["label_ce"] or p["focal"]["beta"] or p["scheme"] == "A"
+        if inputs is None or (targets is None and needs_targets):
+            raise ValueError(f"{NAME}: ctrl.loss(outputs, targets, inputs) needs the batch's inputs"
+                             + (" and targets" if needs_targets else ""))
         teacher = self._teacher_logits(inputs)
+        self.last_teacher_logits = teacher.detach()
+        sw = self._focal_weights(teacher, targets, len(outputs))
         terms = {
             "label_ce": lambda: L.label_ce(outputs, targets),
-            "kd": lambda: L.kd(outputs, teacher, p["temperature"]),
-            "teacher_ce": lambda: L.teacher_ce(outputs, teacher),
-            "margin": lambda: L.margin(outputs, teacher, p["margin_gap"]),
-            "mse": lambda: L.logit_mse(outputs, teacher),
+            "kd": lambda: L.kd(outputs, teacher, p["temperature"], sw),
+            "teacher_ce": lambda: L.teacher_ce(outputs, teacher, sw),
+            "margin": lambda: L.margin(outputs, teacher, p["margin_gap"], sw),
+            "mse": lambda: L.logit_mse(outputs, teacher, sw),
         }
         if p["scheme"] == "A":
             terms["teacher"] = lambda: L.label_ce(teacher, targets)
@@ -150,6 +207,16 @@ class Distillation:
                 total = total + w[term] * value
         self.latest["total"] = total.item()
         return total
+
+    def _focal_weights(self, teacher: torch.Tensor, targets: torch.Tensor | None, n: int) -> torch.Tensor | None:
+        focal = self.params["focal"]
+        if not focal["beta"] and focal["alpha"] == 1.0:
+            return None
+        weights = L.focal_weights(teacher, targets, focal["alpha"], focal["beta"])
+        clean = self.last_clean_rows
+        if clean is not None and len(clean) == n:  # a mixed image has no label to be right about
+            weights = torch.where(clean.to(weights.device), weights, torch.full_like(weights, focal["alpha"]))
+        return weights
 
     def _teacher_logits(self, inputs: torch.Tensor) -> torch.Tensor:
         if self.teacher.training:  # a user's model.train() on a parent module must not reach the teacher
@@ -179,6 +246,7 @@ class Distillation:
 
     def statistics(self) -> dict[str, Any]:
         stats: dict[str, Any] = {"scheme": self.params["scheme"], "temperature": self.params["temperature"],
+                                 "targets": self.params["targets"],
                                  "weights": getattr(self, "weights", self.params["weights"]), "terms": dict(self.latest)}
         if self.params["teacher_cache"]:
             looked_up = self.hits + self.misses
