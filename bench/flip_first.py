@@ -5,7 +5,7 @@
 
 Every row compresses the same cached FP32 reference (``--reference``, 87.55%) from
 ``configs/cifar10_resnet20_int8.json`` with the same budget (:data:`BUDGET`): fine-tuning on a fixed
-10,000-image subset of the training split for 4 epochs (SGD 0.002 cosine, batch 128), a 5,000-image
+5,000-image subset of the training split for 4 epochs (SGD 0.002 cosine, batch 128), a 2,000-image
 validation split held out of those training images (``dataset.validation``; the reference was trained
 on the full training split, so it *has* seen them, and the JSON says so), and
 ``select_checkpoint: fewest_mismatches`` scored on that validation split only. The test split
@@ -251,7 +251,7 @@ def plot(rows: dict[str, Any], path: Path) -> None:
     ax2.barh(ys, deltas, color="tab:green")
     ax2.axvline(-0.3, color="grey", linestyle="--", linewidth=1)
     ax2.set_xlabel("accuracy vs FP32 (points, IR f32); dashed: -0.3")
-    fig.suptitle("CIFAR-10 ResNet-20 INT8, 10k images x 4 epochs, selected on validation: label flips per recipe")
+    fig.suptitle("CIFAR-10 ResNet-20 INT8, 5k images x 4 epochs, selected on validation: label flips per recipe")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
