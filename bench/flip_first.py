@@ -144,8 +144,12 @@ def run_row(name: str, spec: dict[str, Any], args: argparse.Namespace) -> dict[s
     started = time.perf_counter()
     results = run(config, out, resume=same, overwrite=not same)
     history = results["history"]
-    steps = sum(h["train_steps"] for h in history if "train_seconds" in h)
-    seconds = sum(h["train_seconds"] for h in history if "train_seconds" in h)
+    timing = results["timing"]
+    if "train_seconds_by_epoch" not in timing:  # a run started by an earlier trainer kept them in its history
+        timing = {**timing, "train_seconds_by_epoch": [h["train_seconds"] for h in history if "train_seconds" in h],
+                  "train_steps_per_epoch": history[0].get("train_steps", 0)}
+    steps = timing["train_steps_per_epoch"] * len(timing["train_seconds_by_epoch"])
+    seconds = sum(timing["train_seconds_by_epoch"])
     ir = {r["requested_precision"]: {"precision": r["precision"], "reference_accuracy": r["reference"]["accuracy"],
                                      "compressed_accuracy": r["compressed"]["accuracy"], "mismatches": r["mismatches"],
                                      "mismatches_reference_correct": r["mismatches_reference_correct"]}
@@ -153,8 +157,8 @@ def run_row(name: str, spec: dict[str, Any], args: argparse.Namespace) -> dict[s
     row = {"spec": {k: v for k, v in spec.items() if k != "base"}, "base": spec["base"],
            "seed": spec["overrides"]["training.seed"], "num_samples": results["num_samples"],
            "validation": results["validation"], "selected_epoch": results["selected_epoch"],
-           "history": [{k: h[k] for k in ("epoch", "train_loss", "split", "mismatches", "compressed_accuracy",
-                                          "train_seconds", "train_steps") if k in h} for h in history],
+           "history": [{k: h[k] for k in ("epoch", "train_loss", "split", "mismatches", "compressed_accuracy") if k in h}
+                       for h in history], "train_seconds_by_epoch": timing["train_seconds_by_epoch"],
            "pytorch": {"reference_accuracy": results["reference"]["accuracy"],
                        "compressed_accuracy": results["compressed"]["accuracy"], "mismatches": results["mismatches"]},
            "ir": ir, "step_seconds": seconds / steps if steps else None, "wall_seconds": time.perf_counter() - started}

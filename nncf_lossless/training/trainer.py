@@ -137,6 +137,7 @@ def _run(config: dict[str, Any], out: Path, resume: bool, overwrite: bool, conso
     optimizer = make_optimizer(ctrl.trainable_parameters(), train_cfg)
     lr_schedule = make_lr_schedule(optimizer, train_cfg, epochs * len(loaders.train))
     history: list[dict[str, Any]] = []
+    epoch_seconds: list[float] = []  # wall time of each epoch's training steps (not in history: runs differ in it)
     first_epoch = 0
     selection = CheckpointSelection(train_cfg["select_checkpoint"])
     if state is not None:
@@ -144,6 +145,7 @@ def _run(config: dict[str, Any], out: Path, resume: bool, overwrite: bool, conso
         lr_schedule.load_state_dict(state["lr_schedule"])
         torch.set_rng_state(state["rng"])
         history, first_epoch, selection.best = state["history"], int(state["epoch"]), state.get("best")
+        epoch_seconds = list(state.get("epoch_train_seconds", []))
         if sampler is not None and state.get("sampler") is not None:
             sampler.load_state_dict(state["sampler"])
         console.print(f"resumed from {out / CHECKPOINT} after epoch {first_epoch}")
@@ -168,8 +170,8 @@ def _run(config: dict[str, Any], out: Path, resume: bool, overwrite: bool, conso
             ref_logits, _ = evaluate(ctrl.reference, eval_loader, dctx)
         comp_logits, _ = evaluate(cmodel, eval_loader, dctx)
         metrics = compare(ref_logits, comp_logits, labels)
-        record = {"epoch": epoch + 1, "train_loss": loss, "split": split, "train_seconds": train_seconds,
-                  "train_steps": len(loaders.train),
+        epoch_seconds.append(train_seconds)
+        record = {"epoch": epoch + 1, "train_loss": loss, "split": split,
                   "compressed_accuracy": metrics["compressed"]["accuracy"], "mismatches": metrics["mismatches"],
                   "statistics": ctrl.statistics()}
         line = (f"fine-tuning epoch {epoch + 1}/{epochs}: loss {loss:.4f}, {split} compressed accuracy "
@@ -191,7 +193,8 @@ def _run(config: dict[str, Any], out: Path, resume: bool, overwrite: bool, conso
             save_checkpoint({"epoch": epoch + 1, "ctrl": ctrl.state_dict(), "optimizer": optimizer.state_dict(),
                              "lr_schedule": lr_schedule.state_dict(), "rng": torch.get_rng_state(), "history": history,
                              "best": selection.best, "world_size": dctx.world_size,
-                             "sampler": None if sampler is None else sampler.state_dict()}, out / CHECKPOINT)
+                             "sampler": None if sampler is None else sampler.state_dict(),
+                             "epoch_train_seconds": epoch_seconds}, out / CHECKPOINT)
         if stop_after_epoch is not None and epoch + 1 >= stop_after_epoch and epoch + 1 < epochs:
             stopped = True
             break
@@ -215,7 +218,8 @@ def _run(config: dict[str, Any], out: Path, resume: bool, overwrite: bool, conso
     results: dict[str, Any] = {**compare(ref_logits, comp_logits, labels), "statistics": ctrl.statistics(),
                                "history": history, "selected_epoch": selection.selected_epoch(len(history)),
                                "timing": {"reference_training_seconds": reference_seconds,
-                                          "fine_tuning_seconds_this_run": fine_tune_seconds}}
+                                          "fine_tuning_seconds_this_run": fine_tune_seconds,
+                                          "train_seconds_by_epoch": epoch_seconds, "train_steps_per_epoch": len(loaders.train)}}
     if data.validation_info is not None:
         # A reference from model.checkpoint was trained elsewhere, perhaps on these images; one this run
         # trained saw only data.train, which the validation split was carved out of.
