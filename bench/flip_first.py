@@ -22,6 +22,8 @@ every row. ``step_seconds`` is the mean time of a training step (fit_epoch only,
 from __future__ import annotations
 
 import argparse
+import contextlib
+import fcntl
 import json
 import logging
 import statistics
@@ -126,15 +128,48 @@ def bench(args: argparse.Namespace) -> int:
             raise UserError(f"--data: give the CIFAR-10 folder or zip (got {args.data})")
         for name in args.only or list(ROWS):
             spec = spec_of(name)
-            cached = report["rows"].get(name)
+            cached = _on_disk(args.output)["rows"].get(name)
             if cached and cache_key(cached["spec"]) == cache_key(spec):
                 print(f"{name}: cached ({cached['ir']['f32']['mismatches']} IR f32 mismatches)", file=sys.stderr)
                 continue
-            report["rows"][name] = run_row(name, spec, args)
-            save(report, args.output)
-    save(report, args.output)
+            with _row_lock(args.workdir, name) as mine:
+                if not mine:
+                    print(f"{name}: another bench process is running it; skipped", file=sys.stderr)
+                    continue
+                row = run_row(name, spec, args)
+            with _file_lock(args.output):  # several bench processes may share one JSON: merge, do not overwrite
+                report = {**_on_disk(args.output), "cpu_flags": report["cpu_flags"], "budget": BUDGET}
+                report["rows"][name] = row
+                save(report, args.output)
+    with _file_lock(args.output):
+        save({**_on_disk(args.output), "cpu_flags": report["cpu_flags"], "budget": BUDGET}, args.output)
     print(f"wrote {args.output} (+ .md, .png)", file=sys.stderr)
     return 0
+
+
+def _on_disk(path: Path) -> dict[str, Any]:
+    return json.loads(path.read_text()) if path.exists() else {"rows": {}}
+
+
+@contextlib.contextmanager
+def _file_lock(path: Path):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path.with_suffix(".lock"), "w") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        yield
+
+
+@contextlib.contextmanager
+def _row_lock(workdir: Path, name: str):
+    """True while this process holds the row (a second process must not resume the same run directory)."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    with open(workdir / f"{name}.lock", "w") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            yield False
+            return
+        yield True
 
 
 def run_row(name: str, spec: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:
