@@ -90,6 +90,15 @@ class Algorithm(Protocol):
         """Parameters outside the model the optimizer must train (adapters, a jointly trained teacher)."""
         ...
 
+    def prepare_inputs(self, inputs: torch.Tensor) -> torch.Tensor:
+        """The training batch the student runs on (e.g. mixup for distillation only); the identity by default."""
+        ...
+
+    def teacher_view(self) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        """The teacher logits of the last ``loss`` call and which of its rows are unmixed dataset images
+        (``(None, None)`` if this algorithm runs no teacher); the flip-focused sampler reads them."""
+        ...
+
     def step(self) -> None: ...
 
     def epoch_step(self) -> None: ...
@@ -125,6 +134,12 @@ class AlgorithmBase:
 
     def trainable_parameters(self) -> list[nn.Parameter]:
         return []
+
+    def prepare_inputs(self, inputs: torch.Tensor) -> torch.Tensor:
+        return inputs
+
+    def teacher_view(self) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        return None, None
 
     def step(self) -> None:
         pass

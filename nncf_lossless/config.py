@@ -73,6 +73,19 @@ TOP_LEVEL_SCHEMA: dict[str, Any] = {
                 "augment": {"type": "boolean", "default": True},
                 "max_train_samples": {**_POS_INT, "type": ["integer", "null"], "default": None},
                 "max_test_samples": {**_POS_INT, "type": ["integer", "null"], "default": None},
+                # Held out of the training split before max_train_samples (or a separate folder/zip of
+                # <class>/* images): checkpoint selection and tuning score here, never on the test set.
+                "validation": {
+                    "default": None,
+                    "oneOf": [
+                        {"type": "null"},
+                        {"type": "object", "additionalProperties": False, "minProperties": 1,
+                         "properties": {"fraction": {"type": "number", "exclusiveMinimum": 0, "exclusiveMaximum": 1},
+                                        "count": _POS_INT, "path": {"type": "string", "minLength": 1},
+                                        "seed": {"type": "integer", "minimum": 0, "default": 0}},
+                         "oneOf": [{"required": ["fraction"]}, {"required": ["count"]}, {"required": ["path"]}]},
+                    ],
+                },
             },
             "if": {"properties": {"name": {"const": "image_folder"}}, "required": ["name"]},
             "then": {"required": ["path"]},
@@ -96,6 +109,19 @@ TOP_LEVEL_SCHEMA: dict[str, Any] = {
                 # Which epoch's weights the run ends with: the last, or the one with the fewest
                 # mismatches (IR-measured with evaluate_ir; compressed accuracy breaks ties).
                 "select_checkpoint": {"enum": ["last", "fewest_mismatches"], "default": "last"},
+                # How each epoch draws the training images: uniformly, or oversampling the ones the
+                # compressed model flipped / the reference is unsure of (nncf_lossless/training/flip_sampler.py).
+                "sampling": {
+                    "type": "object",
+                    "additionalProperties": False,
+                    "default": {},
+                    "properties": {
+                        "mode": {"enum": ["uniform", "flip_focused"], "default": "uniform"},
+                        "floor": {"type": "number", "minimum": 0, "maximum": 1, "default": 0.5},
+                        "flip_weight": {"type": "number", "minimum": 0, "default": 1.0},
+                        "margin_weight": {"type": "number", "minimum": 0, "default": 1.0},
+                    },
+                },
                 **_OPTIMIZER,
                 "lr": {**_OPTIMIZER["lr"], "default": 1e-4},
                 "reference": {
@@ -231,7 +257,15 @@ def validate(raw: dict[str, Any]) -> ValidatedConfig:
         with entry_errors(i):
             spec.validate(entry)  # cross-field rules the schema cannot state
     fill_defaults(TOP_LEVEL_SCHEMA, config)
+    _check_selection_split(config)
     return ValidatedConfig(config)
+
+
+def _check_selection_split(config: dict[str, Any]) -> None:
+    # Selecting on the test set would make the reported test mismatches a selected (optimistic) number.
+    if config["training"]["select_checkpoint"] != "last" and config["dataset"]["validation"] is None:
+        raise ConfigError(f"training.select_checkpoint: {config['training']['select_checkpoint']!r} needs a validation "
+                          "split (dataset.validation); the test set is only reported")
 
 
 @contextlib.contextmanager

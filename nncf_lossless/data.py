@@ -4,6 +4,10 @@
 split is an :class:`ImageTensorDataset`: raw pixels in one integer tensor, normalised per item.
 Splits and subsets never depend on a run's seed, so a reference run and a compressed run built
 from the same config see exactly the same train and test samples.
+
+``dataset.validation`` carves a validation split out of the training split *before* anything else
+(``max_train_samples``, calibration), or reads one from a separate folder/zip: it is never trained
+on. Checkpoint selection and tuning score on it; the test split is only reported.
 """
 
 from __future__ import annotations
@@ -80,9 +84,15 @@ class ImageTensorDataset(Dataset):
 class DataBundle:
     """Everything the trainer needs from a dataset.
 
-    ``train`` may augment; ``test`` and ``calibration`` (the train images without augmentation)
-    are deterministic. ``mean``/``std`` apply per channel to pixels scaled to [0, 1];
-    ``sample_size`` is ``(1, C, H, W)``.
+    ``train`` may augment; ``test``, ``calibration`` (the train images without augmentation) and
+    ``validation`` (``None`` without ``dataset.validation``) are deterministic. ``mean``/``std``
+    apply per channel to pixels scaled to [0, 1]; ``sample_size`` is ``(1, C, H, W)``.
+
+    ``split_ids`` names every sample of ``train``/``validation``/``test`` by one integer in a
+    space shared by the splits (a sample's position in the source: the training folder's images
+    first, then the test folder's, then a separate validation folder's; for digits, its index in
+    ``load_digits()``), so disjointness can be checked. ``validation_info`` describes the
+    validation split for ``results.json`` (``None`` without one).
     """
 
     train: Dataset
@@ -92,6 +102,9 @@ class DataBundle:
     mean: list[float]
     std: list[float]
     sample_size: tuple[int, ...]
+    validation: Dataset | None = None
+    split_ids: dict[str, np.ndarray] | None = None
+    validation_info: dict[str, Any] | None = None
 
 
 def load_dataset(cfg: dict[str, Any], *, seed: int = 0, cache_dir: Path | None = None) -> DataBundle:
@@ -111,17 +124,27 @@ def load_dataset(cfg: dict[str, Any], *, seed: int = 0, cache_dir: Path | None =
     if not isinstance(cfg, dict):
         raise ConfigError("dataset: expected a mapping")
     name = cfg.get("name")
+    cache = Path(cache_dir if cache_dir is not None else DEFAULT_CACHE_DIR).expanduser()
     if name == "digits":
         train_images, train_labels, test_images, test_labels, class_names = _load_digits(cfg)
+        train_ids, test_ids = _digits_ids(cfg)
         scale, default_stats, augment = 1 / 16, (DIGITS_MEAN, DIGITS_STD), False
     elif name == "image_folder":
-        cache = Path(cache_dir if cache_dir is not None else DEFAULT_CACHE_DIR).expanduser()
         train_images, train_labels, test_images, test_labels, class_names = _load_image_folder(cfg, cache)
+        train_ids, test_ids = torch.arange(len(train_labels)), len(train_labels) + torch.arange(len(test_labels))
         scale, default_stats, augment = 1 / 255, None, bool(cfg.get("augment", True))
     else:
         raise DataError(f"dataset.name: unknown dataset {name!r}; known: digits, image_folder")
 
-    train_images, train_labels = _subset(train_images, train_labels, _positive_int(cfg, "max_train_samples"))
+    val = _validation_split(cfg.get("validation"), train_images, train_labels, train_ids, test_images, test_ids,
+                            class_names, cache, next_id=len(train_labels) + len(test_labels))
+    if val is not None:
+        keep = val.pop("keep")
+        train_images, train_labels, train_ids = train_images[keep], train_labels[keep], train_ids[keep]
+    limit = _positive_int(cfg, "max_train_samples")
+    train_ids = _subset(train_ids, train_ids, limit)[0]
+    train_images, train_labels = _subset(train_images, train_labels, limit)
+    test_ids = _subset(test_ids, test_ids, _positive_int(cfg, "max_test_samples"))[0]
     test_images, test_labels = _subset(test_images, test_labels, _positive_int(cfg, "max_test_samples"))
     channels = train_images.shape[1]
     mean, std = default_stats or _channel_stats(train_images, scale)
@@ -134,6 +157,14 @@ def load_dataset(cfg: dict[str, Any], *, seed: int = 0, cache_dir: Path | None =
         from torchvision.transforms import v2
 
         transform = v2.Compose([v2.RandomCrop(tuple(train_images.shape[2:]), padding=4), v2.RandomHorizontalFlip()])
+    ids = {"train": train_ids.numpy(), "test": test_ids.numpy()}
+    validation = None
+    if val is not None:
+        if tuple(val["images"].shape[1:]) != tuple(train_images.shape[1:]):
+            raise DataError(f"dataset.validation.path: images are {tuple(val['images'].shape[1:])} (C, H, W), "
+                            f"the training images {tuple(train_images.shape[1:])}; set dataset.image_size")
+        validation = ImageTensorDataset(val["images"], val["labels"], mean, std, scale=scale)
+        ids["validation"] = val["ids"].numpy()
     return DataBundle(
         train=ImageTensorDataset(train_images, train_labels, mean, std, scale=scale, transform=transform),
         test=ImageTensorDataset(test_images, test_labels, mean, std, scale=scale),
@@ -142,7 +173,95 @@ def load_dataset(cfg: dict[str, Any], *, seed: int = 0, cache_dir: Path | None =
         mean=list(mean),
         std=list(std),
         sample_size=(1, *train_images.shape[1:]),
+        validation=validation,
+        split_ids=ids,
+        validation_info=None if val is None else val["info"],
     )
+
+
+def _validation_split(spec: Any, images: torch.Tensor, labels: torch.Tensor, ids: torch.Tensor,
+                      test_images: torch.Tensor, test_ids: torch.Tensor, class_names: list[str], cache: Path,
+                      next_id: int) -> dict[str, Any] | None:
+    """``dataset.validation``: ``{"fraction": f}`` or ``{"count": n}`` of the training split (seeded by
+    ``seed``, stratified by class when every class can give a sample), or ``{"path": folder_or_zip}``
+    holding ``<class>/*`` images of the same classes. Returns the split, its info and (for a carved
+    split) ``keep``, the training rows that remain."""
+    if spec is None:
+        return None
+    if not isinstance(spec, dict) or sum(k in spec for k in ("fraction", "count", "path")) != 1:
+        raise ConfigError("dataset.validation: give exactly one of fraction, count or path")
+    seed = spec.get("seed", 0)
+    if "path" in spec:
+        v_images, v_labels = _load_validation_folder(Path(str(spec["path"])).expanduser(), class_names, cache)
+        # A validation folder that repeats test images would select on the test set after all.
+        test_hashes = {_image_hash(x) for x in test_images}
+        repeated = sum(_image_hash(x) in test_hashes for x in v_images)
+        if repeated:
+            raise DataError(f"dataset.validation.path: {repeated} of its {len(v_labels)} images are also in the test split")
+        v_ids = next_id + torch.arange(len(v_labels))
+        info = {"source": f"folder {spec['path']}", "size": len(v_labels)}
+        return {"images": v_images, "labels": v_labels, "ids": v_ids, "info": info, "keep": torch.arange(len(labels))}
+    n = len(labels)
+    if "fraction" in spec:
+        count = round(n * spec["fraction"])
+        source = f"fraction {spec['fraction']} of the training split"
+    else:
+        count = spec["count"]
+        source = f"{count} images of the training split"
+    if not 1 <= count < n:
+        raise ConfigError(f"dataset.validation: {count} validation images leave none of the {n} training images (or none are held out)")
+    classes = np.unique(labels.numpy())
+    stratify = labels.numpy() if count >= len(classes) and n - count >= len(classes) and \
+        np.bincount(labels.numpy()).min(initial=n) >= 2 else None
+    from sklearn.model_selection import train_test_split
+
+    keep, held = train_test_split(np.arange(n), test_size=count, stratify=stratify, random_state=seed)
+    keep, held = torch.from_numpy(np.sort(keep)), torch.from_numpy(np.sort(held))
+    info = {"source": f"{source} (seed {seed}{', stratified' if stratify is not None else ''})", "size": count}
+    return {"images": images[held], "labels": labels[held], "ids": ids[held], "info": info, "keep": keep}
+
+
+def _load_validation_folder(path: Path, class_names: list[str], cache: Path) -> tuple[torch.Tensor, torch.Tensor]:
+    if not path.exists():
+        raise DataError(f"dataset.validation.path: {path} does not exist")
+    if path.is_file() and path.suffix.lower() == ".zip":
+        st = path.stat()
+        root = safe_extract_zip(path, cache / f"{path.stem}-{_short_hash(path.resolve(), st.st_size, st.st_mtime_ns)}")
+    elif path.is_dir():
+        root = path
+    else:
+        raise DataError(f"dataset.validation.path: {path} is neither a directory nor a .zip file")
+    subdirs = [d for d in sorted(root.iterdir()) if d.is_dir() and not d.name.startswith((".", "__MACOSX"))]
+    if len(subdirs) == 1 and subdirs[0].name not in class_names:
+        root = subdirs[0]  # zips often hold one top folder
+    from torchvision.datasets.folder import IMG_EXTENSIONS, make_dataset
+
+    unknown = sorted(set(_class_folders(root)) - set(class_names))
+    if unknown:
+        raise DataError(f"dataset.validation.path: class folders {unknown} are not training classes")
+    samples = make_dataset(str(root), {c: i for i, c in enumerate(class_names)}, extensions=IMG_EXTENSIONS, allow_empty=True)
+    if not samples:
+        raise DataError(f"dataset.validation.path: no images in {root}")
+    arrays = [_decode_image(f, None) for f, _ in samples]
+    if len({a.shape for a in arrays}) > 1:
+        raise DataError(f"dataset.validation.path: images in {root} differ in size")
+    images = torch.from_numpy(np.ascontiguousarray(np.stack(arrays).transpose(0, 3, 1, 2)))
+    return images, torch.tensor([label for _, label in samples], dtype=torch.int64)
+
+
+def _image_hash(image: torch.Tensor) -> bytes:
+    return hashlib.blake2b(image.numpy().tobytes(), digest_size=16).digest()
+
+
+def _digits_ids(cfg: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
+    """The ``load_digits()`` indices of the digits train and test rows (the same split as :func:`_load_digits`)."""
+    from sklearn.datasets import load_digits
+    from sklearn.model_selection import train_test_split
+
+    target = load_digits().target
+    train_idx, test_idx = train_test_split(np.arange(len(target)), test_size=cfg.get("test_fraction", 0.25),
+                                           stratify=target, random_state=0)
+    return torch.from_numpy(train_idx), torch.from_numpy(test_idx)
 
 
 _Splits = tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, list[str]]

@@ -24,6 +24,7 @@ from nncf_lossless import distributed
 from nncf_lossless.controller import CompressionController
 from nncf_lossless.data import DataBundle
 from nncf_lossless.errors import ConfigError
+from nncf_lossless.training.flip_sampler import FlipFocusedSampler
 
 
 @dataclass
@@ -31,6 +32,7 @@ class Loaders:
     train: DataLoader
     test: DataLoader
     calibration: DataLoader
+    validation: DataLoader | None = None  # dataset.validation: what selection and tuning score on
 
 
 def resolve_device(name: str) -> torch.device:
@@ -49,16 +51,26 @@ def make_loaders(data: DataBundle, train_cfg: dict[str, Any], dctx: distributed.
     """Train, test and calibration loaders; under DDP the train loader reads this rank's shard
     (``batch_size`` is per process)."""
     workers = train_cfg["num_workers"]
-    if dctx is not None and dctx.enabled:
+    sampling = train_cfg.get("sampling") or {"mode": "uniform"}
+    if sampling["mode"] == "flip_focused":
+        world, rank = (dctx.world_size, dctx.rank) if dctx is not None and dctx.enabled else (1, 0)
+        sampler = FlipFocusedSampler(len(data.train), train_cfg["batch_size"], seed=train_cfg["seed"],
+                                     floor=sampling["floor"], flip_weight=sampling["flip_weight"],
+                                     margin_weight=sampling["margin_weight"], num_replicas=world, rank=rank)
+        train = DataLoader(data.train, batch_size=train_cfg["batch_size"], sampler=sampler, num_workers=workers)
+    elif dctx is not None and dctx.enabled:
         sampler = DistributedSampler(data.train, num_replicas=dctx.world_size, rank=dctx.rank, shuffle=True,
                                      seed=train_cfg["seed"])
         train = DataLoader(data.train, batch_size=train_cfg["batch_size"], sampler=sampler, num_workers=workers)
     else:
         train = DataLoader(data.train, batch_size=train_cfg["batch_size"], shuffle=True, num_workers=workers)
+    validation = getattr(data, "validation", None)
     return Loaders(
         train=train,
         test=DataLoader(data.test, batch_size=train_cfg["eval_batch_size"], num_workers=workers),
         calibration=DataLoader(data.calibration, batch_size=train_cfg["batch_size"], num_workers=workers),
+        validation=None if validation is None else DataLoader(validation, batch_size=train_cfg["eval_batch_size"],
+                                                               num_workers=workers),
     )
 
 
@@ -96,10 +108,12 @@ def fit_epoch(model: nn.Module, loader: DataLoader, optimizer: torch.optim.Optim
     total, count = 0.0, 0
     with progress_bar(console) as bar:
         task = bar.add_task(description, total=len(loader), loss=0.0)
-        for x, y in loader:
+        observe = getattr(loader.sampler, "observe", None) if ctrl is not None else None
+        for step, (x, y) in enumerate(loader):
             x, y = x.to(device), y.to(device)
             if ctrl is not None:
                 ctrl.scheduler.step()
+                x = _prepared_inputs(ctrl, x)
             out = model(x)
             if ctrl is not None and ctrl.owns_task_loss:
                 loss = ctrl.loss(out, y, x)
@@ -111,9 +125,27 @@ def fit_epoch(model: nn.Module, loader: DataLoader, optimizer: torch.optim.Optim
                 after_backward()
             optimizer.step()
             lr_schedule.step()
+            if observe is not None:
+                observe(step, out, *_teacher_view(ctrl))
             total, count = total + loss.item() * len(y), count + len(y)
             bar.update(task, advance=1, loss=total / count)
     return total / max(count, 1)
+
+
+def _prepared_inputs(ctrl: CompressionController, x: torch.Tensor) -> torch.Tensor:
+    """The batch after every algorithm's ``prepare_inputs`` (distillation's mixup/cutmix for the distillation loss)."""
+    for algo in ctrl.algorithms:
+        x = algo.prepare_inputs(x)
+    return x
+
+
+def _teacher_view(ctrl: CompressionController | None) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+    """The teacher's logits on the batch just trained on (if an algorithm computed them) and which rows are dataset images."""
+    for algo in ctrl.algorithms if ctrl is not None else []:
+        logits, clean = algo.teacher_view()
+        if logits is not None:
+            return logits, clean
+    return None, None
 
 
 def evaluate(model: nn.Module, loader: DataLoader, dctx: distributed.Context) -> tuple[np.ndarray, np.ndarray]:
@@ -139,7 +171,10 @@ def predict(model: nn.Module, loader: DataLoader) -> tuple[np.ndarray, np.ndarra
 
 
 def start_epoch(loaders: Loaders, dctx: distributed.Context, seed: int, epoch: int) -> None:
-    """Under DDP: the sampler's shuffle for this epoch and this rank's augmentation seed."""
+    """Under DDP: the sampler's shuffle for this epoch and this rank's augmentation seed; a flip-focused
+    sampler draws this epoch from the last one's observations (with or without DDP)."""
+    if isinstance(loaders.train.sampler, FlipFocusedSampler) and not dctx.enabled:
+        loaders.train.sampler.set_epoch(epoch)
     if dctx.enabled:
         loaders.train.sampler.set_epoch(epoch)
         torch.manual_seed(distributed.epoch_seed(seed, epoch, dctx.rank))

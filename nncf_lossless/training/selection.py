@@ -2,7 +2,8 @@
 
 ``last`` keeps the final epoch. ``fewest_mismatches`` keeps the epoch with the fewest mismatches
 (IR-measured when the record has ``ir_mismatches``; compressed accuracy breaks ties), scored on the
-records the trainer gives it, which come from the evaluation split the trainer selects on.
+records the trainer gives it, which must come from the validation split (``"split": "validation"``):
+a record scored on the test split is refused, so the reported test numbers are never selected ones.
 """
 
 from __future__ import annotations
@@ -26,6 +27,8 @@ class CheckpointSelection:
         """Considers an epoch's record; True if its weights become the ones to keep (save them)."""
         if self.mode != "fewest_mismatches":
             return False
+        if record.get("split") != "validation":
+            raise ValueError(f"checkpoint selection scores the validation split only, got a record of {record.get('split')!r}")
         score = self.score(record)
         if self.best is not None and score >= self.best["score"]:
             return False

@@ -22,6 +22,11 @@ its shard inside DistributedDataParallel, evaluation gathers every rank's logits
 single-process ones, and only rank 0 writes. Each epoch's data order and augmentation then come
 from (seed, epoch, rank), so a resumed run, with the same number of processes, is bit-identical to
 an uninterrupted one; a different number of processes resumes too, on its own shards.
+
+With ``dataset.validation``, each epoch is evaluated on the validation split only (``history``
+records say ``"split": "validation"``), checkpoint selection and ``weights: "auto"`` score there,
+and the test split is read only after the last epoch, to report. Without it, each epoch is
+evaluated on the test split for the record, and ``select_checkpoint`` must stay ``last``.
 """
 
 from __future__ import annotations
@@ -113,8 +118,16 @@ def _run(config: dict[str, Any], out: Path, resume: bool, overwrite: bool, conso
     if dctx.enabled and train_cfg["sync_batch_norm"]:
         model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
     reference_seconds = load_or_train_reference(model, config, loaders, out, console, dctx)
-    ref_logits, labels = evaluate(model, loaders.test, dctx)
+    # The split every epoch is scored on: validation if there is one (selection reads only it), else the test split.
+    split = "validation" if loaders.validation is not None else "test"
+    eval_loader = loaders.validation if loaders.validation is not None else loaders.test
+    ref_logits, labels = evaluate(model, eval_loader, dctx)
     tuned = _tune_if_auto(config, model, data, out, console)
+    sampler = getattr(loaders.train, "sampler", None)
+    if not hasattr(sampler, "set_reference"):
+        sampler = None
+    if sampler is not None:  # flip-focused sampling: the reference's margins on the clean training images
+        sampler.set_reference(torch.from_numpy(evaluate(model, loaders.calibration, dctx)[0]))
 
     state = load_checkpoint(out / CHECKPOINT) if resume and (out / CHECKPOINT).exists() else None
     if resume and state is None:
@@ -126,6 +139,7 @@ def _run(config: dict[str, Any], out: Path, resume: bool, overwrite: bool, conso
     optimizer = make_optimizer(ctrl.trainable_parameters(), train_cfg)
     lr_schedule = make_lr_schedule(optimizer, train_cfg, epochs * len(loaders.train))
     history: list[dict[str, Any]] = []
+    epoch_seconds: list[float] = []  # wall time of each epoch's training steps (not in history: runs differ in it)
     first_epoch = 0
     selection = CheckpointSelection(train_cfg["select_checkpoint"])
     if state is not None:
@@ -133,8 +147,11 @@ def _run(config: dict[str, Any], out: Path, resume: bool, overwrite: bool, conso
         lr_schedule.load_state_dict(state["lr_schedule"])
         torch.set_rng_state(state["rng"])
         history, first_epoch, selection.best = state["history"], int(state["epoch"]), state.get("best")
+        epoch_seconds = list(state.get("epoch_train_seconds", []))
+        if sampler is not None and state.get("sampler") is not None:
+            sampler.load_state_dict(state["sampler"])
         console.print(f"resumed from {out / CHECKPOINT} after epoch {first_epoch}")
-    test_inputs = torch.cat([x for x, _ in loaders.test]).numpy() if train_cfg["evaluate_ir"] else None
+    eval_inputs = torch.cat([x for x, _ in eval_loader]).numpy() if train_cfg["evaluate_ir"] else None
     ir_reference_logits = None
 
     # Apprentice scheme A trains the teacher: mismatches then count against the teacher as it is now.
@@ -144,21 +161,27 @@ def _run(config: dict[str, Any], out: Path, resume: bool, overwrite: bool, conso
     stopped = False
     for epoch in range(first_epoch, epochs):
         start_epoch(loaders, dctx, train_cfg["seed"], epoch)
+        epoch_started = time.perf_counter()
         loss = fit_epoch(train_model, loaders.train, optimizer, lr_schedule, ctrl, console,
                          description=f"fine-tuning epoch {epoch + 1}/{epochs}",
                          after_backward=lambda: distributed.average_gradients(dctx, outside_ddp))
+        train_seconds = time.perf_counter() - epoch_started  # the training steps alone, without evaluation
+        if sampler is not None:
+            sampler.end_epoch()  # every rank's flips, in the checkpoint and the next epoch's draw
         if teacher_trains:
-            ref_logits, _ = evaluate(ctrl.reference, loaders.test, dctx)
-        comp_logits, _ = evaluate(cmodel, loaders.test, dctx)
+            ref_logits, _ = evaluate(ctrl.reference, eval_loader, dctx)
+        comp_logits, _ = evaluate(cmodel, eval_loader, dctx)
         metrics = compare(ref_logits, comp_logits, labels)
-        record = {"epoch": epoch + 1, "train_loss": loss, "compressed_accuracy": metrics["compressed"]["accuracy"],
-                  "mismatches": metrics["mismatches"], "statistics": ctrl.statistics()}
-        line = (f"fine-tuning epoch {epoch + 1}/{epochs}: loss {loss:.4f}, compressed accuracy "
+        epoch_seconds.append(train_seconds)
+        record = {"epoch": epoch + 1, "train_loss": loss, "split": split,
+                  "compressed_accuracy": metrics["compressed"]["accuracy"], "mismatches": metrics["mismatches"],
+                  "statistics": ctrl.statistics()}
+        line = (f"fine-tuning epoch {epoch + 1}/{epochs}: loss {loss:.4f}, {split} compressed accuracy "
                 f"{metrics['compressed']['accuracy']:.2%}, mismatches {metrics['mismatches']} of {len(labels)}")
         if train_cfg["evaluate_ir"]:
             ir_record = None
             if dctx.is_main:  # one OpenVINO evaluation, shared: every rank must pick the same best epoch
-                ir_metrics, ir_reference_logits = evaluate_on_ir(ctrl, out / IR_EVAL_DIR, test_inputs, labels,
+                ir_metrics, ir_reference_logits = evaluate_on_ir(ctrl, out / IR_EVAL_DIR, eval_inputs, labels,
                                                                  None if teacher_trains else ir_reference_logits)
                 ir_record = {"ir_mismatches": ir_metrics["mismatches"],
                              "ir_compressed_accuracy": ir_metrics["compressed"]["accuracy"]}
@@ -171,7 +194,9 @@ def _run(config: dict[str, Any], out: Path, resume: bool, overwrite: bool, conso
         if dctx.is_main:
             save_checkpoint({"epoch": epoch + 1, "ctrl": ctrl.state_dict(), "optimizer": optimizer.state_dict(),
                              "lr_schedule": lr_schedule.state_dict(), "rng": torch.get_rng_state(), "history": history,
-                             "best": selection.best, "world_size": dctx.world_size}, out / CHECKPOINT)
+                             "best": selection.best, "world_size": dctx.world_size,
+                             "sampler": None if sampler is None else sampler.state_dict(),
+                             "epoch_train_seconds": epoch_seconds}, out / CHECKPOINT)
         if stop_after_epoch is not None and epoch + 1 >= stop_after_epoch and epoch + 1 < epochs:
             stopped = True
             break
@@ -185,14 +210,23 @@ def _run(config: dict[str, Any], out: Path, resume: bool, overwrite: bool, conso
         ctrl.load_state_dict(load_checkpoint(out / BEST)["ctrl"])
         console.print(f"kept the weights of epoch {selection.best['epoch']} (select_checkpoint: fewest_mismatches)")
         comp_logits = None
-    if comp_logits is None:  # resumed after the last epoch, or a best epoch restored
+    if split != "test":  # selection is over: now, and only now, the test split is read, to report
+        ref_logits, labels = evaluate(ctrl.reference, loaders.test, dctx)  # the frozen FP32 copy (scheme A: as trained)
+        comp_logits = None
+    if comp_logits is None:  # resumed after the last epoch, a best epoch restored, or scored on validation
         comp_logits, _ = evaluate(cmodel, loaders.test, dctx)
         if teacher_trains:
             ref_logits, _ = evaluate(ctrl.reference, loaders.test, dctx)
     results: dict[str, Any] = {**compare(ref_logits, comp_logits, labels), "statistics": ctrl.statistics(),
                                "history": history, "selected_epoch": selection.selected_epoch(len(history)),
                                "timing": {"reference_training_seconds": reference_seconds,
-                                          "fine_tuning_seconds_this_run": fine_tune_seconds}}
+                                          "fine_tuning_seconds_this_run": fine_tune_seconds,
+                                          "train_seconds_by_epoch": epoch_seconds, "train_steps_per_epoch": len(loaders.train)}}
+    if data.validation_info is not None:
+        # A reference from model.checkpoint was trained elsewhere, perhaps on these images; one this run
+        # trained saw only data.train, which the validation split was carved out of.
+        results["validation"] = {**data.validation_info,
+                                 "held_out_of_reference_training": not config["model"]["checkpoint"]}
     if dctx.enabled:
         digests = distributed.all_digests(dctx, cmodel)
         results["distributed"] = {"world_size": dctx.world_size, "backend": dctx.backend,

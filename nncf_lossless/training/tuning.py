@@ -2,8 +2,9 @@
 
 Each trial compresses a copy of the trained reference with suggested weights (every student term
 in [0, 1]) and temperature (in [1, ``auto.max_temperature``]), fine-tunes it for
-``auto.epochs_per_trial`` epochs on the training split minus a held-out validation part
-(``auto.validation_fraction`` of the training samples, never the test set), or on a fixed random
+``auto.epochs_per_trial`` epochs on the training split and scored on ``dataset.validation`` if the
+config has one, else on a held-out part of the training split (``auto.validation_fraction`` of
+the training samples; never the test set), or on a fixed random
 ``auto.train_samples`` of what remains, and is scored by its
 validation mismatches against the reference, with accuracy breaking ties. Trials reuse the
 trainer's own functions, so they train exactly as the real run will. Optuna's TPE sampler is seeded
@@ -66,16 +67,26 @@ def tune(config: dict[str, Any], reference: nn.Module, data: DataBundle, out: Pa
                              "trials": [], "best": None}
 
     perm = torch.randperm(len(data.train), generator=torch.Generator().manual_seed(seed)).tolist()
-    n_val = max(1, int(len(perm) * auto["validation_fraction"]))
-    train_idx, val_idx = perm[n_val:][: auto["train_samples"]], perm[:n_val]
     batch = train_cfg["batch_size"]
-    val = DataLoader(Subset(data.calibration, val_idx), batch_size=train_cfg["eval_batch_size"])
+    if getattr(data, "validation", None) is not None:
+        # The run's own validation split (dataset.validation): trials train on the training split only.
+        train_idx, val_set = perm[: auto["train_samples"]], data.validation
+        trail["validation"] = "dataset.validation"
+    else:
+        n_val = max(1, int(len(perm) * auto["validation_fraction"]))
+        train_idx, val_idx = perm[n_val:][: auto["train_samples"]], perm[:n_val]
+        val_set = Subset(data.calibration, val_idx)
+        trail["validation"] = f"auto.validation_fraction {auto['validation_fraction']} of the training split"
+    n_val = len(val_set)
+    val = DataLoader(val_set, batch_size=train_cfg["eval_batch_size"])
     calibration = DataLoader(Subset(data.calibration, train_idx), batch_size=batch)
     ref_val, val_labels = predict(reference, val)
     trail["validation_samples"], trail["train_samples"] = n_val, len(train_idx)
 
     def objective(trial: optuna.Trial) -> float:
-        weights = {t: trial.suggest_float(t, 0.0, 1.0) for t in TERMS}
+        # targets: "teacher" keeps the ground-truth term at 0 in every trial.
+        weights = {t: trial.suggest_float(t, 0.0, 1.0) if not (t == "label_ce" and entry["targets"] == "teacher") else 0.0
+                   for t in TERMS}
         temperature = trial.suggest_float("temperature", 1.0, auto["max_temperature"])
         trial_config = _resolved(config, index, {**weights, "teacher": DEFAULT_WEIGHTS["teacher"]}, temperature)
         seed_everything(seed)
@@ -108,7 +119,7 @@ def tune(config: dict[str, Any], reference: nn.Module, data: DataBundle, out: Pa
 
 
 def _from_best(config: dict[str, Any], index: int, params: dict[str, float]) -> dict[str, Any]:
-    weights = {t: params[t] for t in TERMS}
+    weights = {t: params.get(t, 0.0) for t in TERMS}
     return _resolved(config, index, {**weights, "teacher": DEFAULT_WEIGHTS["teacher"]}, params["temperature"])
 
 

@@ -27,6 +27,22 @@ each input sample's bytes, so it is correct for any loader order and never stale
 sample simply misses. Hits and misses are in ``statistics()``. The cache is not checkpointed (it
 rebuilds in one epoch) and is refused with scheme A, whose teacher changes.
 
+Flip-first options (issue 15), all off by default:
+
+* ``targets: "teacher"``: the loss never reads the ground truth (``label_ce`` must be 0; its default
+  becomes 0), so the student is never pushed away from the reference where the reference is wrong.
+  Pure KD at a low temperature, logit matching (``mse``) and teacher-label CE (``teacher_ce``) are
+  the ``weights``.
+* ``focal: {alpha, beta}``: every student-teacher term is a weighted mean with weight ``alpha + beta``
+  on the samples the reference classifies correctly and ``alpha`` elsewhere (Positive-Congruent
+  Training's focal distillation; it reads the labels only to weight). ``beta: 0`` (default) is off.
+* ``mix: {mode, fraction, alpha}``: ``mixup``/``cutmix`` replaces ``fraction`` of each training batch
+  by mixes of its images, before the student's forward pass (``prepare_inputs``, which the built-in
+  loop calls); only the teacher-student terms see them, so ``label_ce`` must be 0.
+
+After each ``loss``, ``last_teacher_logits`` and ``last_clean_rows`` (unmixed rows) are kept for the
+flip-focused sampler, which counts disagreements on them.
+
 ``weights: "auto"`` is resolved before compression by :func:`nncf_lossless.training.tuning.tune` (the
 built-in trainer does this); an unresolved ``"auto"`` reaching :meth:`apply` is an error.
 """
@@ -42,7 +58,7 @@ from torch import nn
 
 from nncf_lossless.algorithm import AlgorithmBase, CompressionContext
 from nncf_lossless.algorithms.distillation import losses as L
-from nncf_lossless.algorithms.distillation.schema import DEFAULT_WEIGHTS, NAME, SCHEMA, TERMS, check  # noqa: F401
+from nncf_lossless.algorithms.distillation.schema import DEFAULT_WEIGHTS, NAME, SCHEMA, TERMS, check, effective_weights  # noqa: F401
 from nncf_lossless.errors import ConfigError
 
 LABEL_TERMS = ("label_ce", "teacher")
@@ -58,11 +74,13 @@ class Distillation(AlgorithmBase):
     cache: dict[bytes, torch.Tensor] = field(default_factory=dict, repr=False)
     hits: int = 0
     misses: int = 0
+    last_teacher_logits: torch.Tensor | None = field(default=None, repr=False)
+    last_clean_rows: torch.Tensor | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         check(self.params)
         if isinstance(self.params.get("weights"), dict):
-            self.weights = {**DEFAULT_WEIGHTS, **self.params["weights"]}
+            self.weights = effective_weights(self.params)
 
     def apply(self, model: nn.Module, ctx: CompressionContext) -> nn.Module:
         if self.params["weights"] == "auto":
@@ -82,21 +100,36 @@ class Distillation(AlgorithmBase):
         """The teacher's parameters under scheme A (trained jointly), else none."""
         return list(self.teacher.parameters()) if self.params["scheme"] == "A" and self.teacher is not None else []
 
+    def teacher_view(self) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        return self.last_teacher_logits, self.last_clean_rows
+
+    def prepare_inputs(self, inputs: torch.Tensor) -> torch.Tensor:
+        """The training batch the student runs on: ``mix`` applied (a no-op without it)."""
+        mix = self.params["mix"]
+        if mix["mode"] == "none":
+            self.last_clean_rows = None
+            return inputs
+        inputs, self.last_clean_rows = L.mix_inputs(inputs, mix["mode"], mix["fraction"], mix["alpha"])
+        return inputs
+
     def loss(self, outputs: torch.Tensor | None, targets: torch.Tensor | None,
              inputs: torch.Tensor | None) -> torch.Tensor | None:
-        """The weighted terms; without ``targets`` (NNCF 2's ``ctrl.loss()``) those on the labels are left out."""
+        """The weighted terms; without ``targets`` (NNCF 2's ``ctrl.loss()``) those on the labels, and the
+        focal weighting (which reads them), are left out."""
         if outputs is None:
             return None  # no forward yet
         if inputs is None:
             raise ValueError(f"{NAME}: ctrl.loss(outputs, targets, inputs) needs the batch's inputs for the teacher")
         w, p = self.weights, self.params
         teacher = self._teacher_logits(inputs)
+        self.last_teacher_logits = teacher.detach()
+        sw = self._focal_weights(teacher, targets, len(outputs)) if targets is not None else None
         terms = {
             "label_ce": lambda: L.label_ce(outputs, targets),
-            "kd": lambda: L.kd(outputs, teacher, p["temperature"]),
-            "teacher_ce": lambda: L.teacher_ce(outputs, teacher),
-            "margin": lambda: L.margin(outputs, teacher, p["margin_gap"]),
-            "mse": lambda: L.logit_mse(outputs, teacher),
+            "kd": lambda: L.kd(outputs, teacher, p["temperature"], sw),
+            "teacher_ce": lambda: L.teacher_ce(outputs, teacher, sw),
+            "margin": lambda: L.margin(outputs, teacher, p["margin_gap"], sw),
+            "mse": lambda: L.logit_mse(outputs, teacher, sw),
         }
         if p["scheme"] == "A":
             terms["teacher"] = lambda: L.label_ce(teacher, targets)
@@ -111,6 +144,16 @@ class Distillation(AlgorithmBase):
                 total = total + w[term] * value
         self.latest["total"] = total.item()
         return total
+
+    def _focal_weights(self, teacher: torch.Tensor, targets: torch.Tensor | None, n: int) -> torch.Tensor | None:
+        focal = self.params["focal"]
+        if not focal["beta"] and focal["alpha"] == 1.0:
+            return None
+        weights = L.focal_weights(teacher, targets, focal["alpha"], focal["beta"])
+        clean = self.last_clean_rows
+        if clean is not None and len(clean) == n:  # a mixed image has no label to be right about
+            weights = torch.where(clean.to(weights.device), weights, torch.full_like(weights, focal["alpha"]))
+        return weights
 
     def _teacher_logits(self, inputs: torch.Tensor) -> torch.Tensor:
         if self.teacher.training:  # a user's model.train() on a parent module must not reach the teacher
@@ -134,10 +177,9 @@ class Distillation(AlgorithmBase):
 
     def statistics(self) -> dict[str, Any]:
         stats: dict[str, Any] = {"scheme": self.params["scheme"], "temperature": self.params["temperature"],
+                                 "targets": self.params["targets"],
                                  "weights": getattr(self, "weights", self.params["weights"]), "terms": dict(self.latest)}
         if self.params["teacher_cache"]:
             looked_up = self.hits + self.misses
             stats["teacher_cache"] = {"entries": len(self.cache), "hit_rate": self.hits / looked_up if looked_up else 0.0}
         return stats
-
-

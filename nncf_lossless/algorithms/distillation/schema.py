@@ -32,6 +32,24 @@ SCHEMA: dict[str, Any] = {
             ],
         },
         "teacher_cache": {"type": "boolean", "default": False},
+        # "teacher": no term reads the ground truth (label_ce 0); "labels": the weights decide.
+        "targets": {"enum": ["labels", "teacher"], "default": "labels"},
+        "focal": {
+            "type": "object",
+            "additionalProperties": False,
+            "default": {},
+            "properties": {"alpha": {**_WEIGHT, "default": 1.0}, "beta": {**_WEIGHT, "default": 0.0}},
+        },
+        "mix": {
+            "type": "object",
+            "additionalProperties": False,
+            "default": {},
+            "properties": {
+                "mode": {"enum": ["none", "mixup", "cutmix"], "default": "none"},
+                "fraction": {"type": "number", "minimum": 0, "maximum": 1, "default": 0.5},
+                "alpha": {"type": "number", "exclusiveMinimum": 0, "default": 1.0},
+            },
+        },
         "auto": {
             "type": "object",
             "additionalProperties": False,
@@ -51,12 +69,26 @@ SCHEMA: dict[str, Any] = {
 }
 
 
+def effective_weights(params: dict[str, Any]) -> dict[str, float]:
+    """The term weights a dict ``weights`` means: defaults filled in, ``label_ce`` 0 by default with ``targets: "teacher"``."""
+    weights = {**DEFAULT_WEIGHTS, **params["weights"]}
+    if params.get("targets") == "teacher" and "label_ce" not in params["weights"]:
+        weights["label_ce"] = 0.0
+    return weights
+
 
 def check(params: dict[str, Any]) -> None:
+    mixing = params.get("mix", {}).get("mode", "none") != "none"
+    if mixing and params.get("scheme") == "A":
+        raise ConfigError("mix: not with scheme 'A', whose teacher term is CE on the (unmixed) labels")
     if params.get("teacher_cache") and params.get("scheme") == "A":
         raise ConfigError("teacher_cache: cannot cache the teacher's outputs with scheme 'A', which trains the teacher")
     if isinstance(params.get("weights"), dict):
-        weights = {**DEFAULT_WEIGHTS, **params["weights"]}
+        weights = effective_weights(params)
+        if weights["label_ce"] and params.get("targets") == "teacher":
+            raise ConfigError('weights.label_ce: must be 0 with targets: "teacher" (no term may read the ground truth)')
+        if weights["label_ce"] and mixing:
+            raise ConfigError("weights.label_ce: must be 0 with mix (mixed inputs have no label)")
         if not any(weights[t] for t in TERMS):
             raise ConfigError(f"weights: every student term ({', '.join(TERMS)}) is zero; nothing would be trained")
 

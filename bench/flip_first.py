@@ -1,0 +1,300 @@
+"""Flip-first fine-tuning on CIFAR-10 ResNet-20 (issue 15): one row per idea, same budget, measured on the IRs.
+
+    python bench/flip_first.py --data ../shared/data/cifar10-jpeg.zip --only int8_qat int8_mse_fbn
+    python bench/flip_first.py --report-only
+
+Every row compresses the same cached FP32 reference (``--reference``, 87.55%) from
+``configs/cifar10_resnet20_int8.json`` with the same budget (:data:`BUDGET`): fine-tuning on a fixed
+5,000-image subset of the training split for 4 epochs (SGD 0.002 cosine, batch 128), a 2,000-image
+validation split held out of those training images (``dataset.validation``; the reference was trained
+on the full training split, so it *has* seen them, and the JSON says so), and
+``select_checkpoint: fewest_mismatches`` scored on that validation split only. The test split
+(all 10,000 images) is read only after selection: both IRs are exported and run on OpenVINO CPU in
+f32 and at the CPU's default precision (bf16 on AVX512-BF16 CPUs).
+
+Rows are cached in ``--output`` under their *spec* (the entries and overrides below, not the filled
+config, so a new config key with a default does not invalidate finished rows); a killed row resumes
+from its trainer checkpoint in ``--workdir``. The JSON, a markdown table and a PNG are rewritten after
+every row. ``step_seconds`` is the mean time of a training step (fit_epoch only, no evaluation);
+``step_time_vs_plain`` divides it by the same seed's plain QAT row's.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import fcntl
+import json
+import logging
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)
+logging.getLogger("torch.utils._pytree").setLevel(logging.ERROR)
+import matplotlib.pyplot as plt
+
+from nncf_lossless.checker.atomic import write_json, write_text
+from nncf_lossless.config import load_config
+from nncf_lossless.errors import UserError
+from nncf_lossless.training.trainer import run
+
+ROOT = Path(__file__).resolve().parents[1]
+BASE_CONFIG = ROOT / "configs" / "cifar10_resnet20_int8.json"
+
+BUDGET = {"training.epochs": 4, "dataset.max_train_samples": 5000, "dataset.validation": {"count": 2000, "seed": 0},
+          "training.select_checkpoint": "fewest_mismatches", "training.num_workers": 0}
+Q8 = {"algorithm": "quantization", "preset": "performance", "subset_size": 1000}
+FBN = {"algorithm": "frozen_bn", "at_fraction": 0.0}
+MSE = {"label_ce": 0.0, "kd": 0.0, "mse": 1.0}
+DIST = "label_preserving_distillation"
+
+# name -> (entries, training overrides, what the row tests). In priority order.
+ROWS: dict[str, tuple[list[dict[str, Any]], dict[str, Any], str]] = {
+    "int8_qat": ([Q8], {}, "plain NNCF QAT: cross-entropy on the labels"),
+    "int8_mse_fbn": ([Q8, {"algorithm": DIST, "weights": MSE}, FBN], {},
+                     "logit matching, no labels (weights label_ce 0, kd 0, mse 1) + frozen BN: the budget probe's best"),
+    "int8_kd1_fbn": ([Q8, {"algorithm": DIST, "targets": "teacher", "temperature": 1.0, "weights": {"label_ce": 0.0, "kd": 1.0}},
+                      FBN], {}, "teacher-only: pure KD at T=1 + frozen BN"),
+    "int8_tce_fbn": ([Q8, {"algorithm": DIST, "targets": "teacher", "weights": {"label_ce": 0.0, "kd": 0.0, "teacher_ce": 1.0}},
+                      FBN], {}, "teacher-only: CE on the reference's top-1 label + frozen BN"),
+    "int8_mse_fbn_flip": ([Q8, {"algorithm": DIST, "weights": MSE}, FBN], {"training.sampling": {"mode": "flip_focused"}},
+                          "+ flip-focused sampling (floor 0.5)"),
+    "int8_mse_fbn_mixup": ([Q8, {"algorithm": DIST, "targets": "teacher", "weights": MSE,
+                                 "mix": {"mode": "mixup", "fraction": 0.5}}, FBN], {},
+                           "+ mixup inputs for the distillation loss (half of each batch)"),
+    "int8_mse_fbn_cutmix": ([Q8, {"algorithm": DIST, "targets": "teacher", "weights": MSE,
+                                  "mix": {"mode": "cutmix", "fraction": 0.5}}, FBN], {},
+                            "+ cutmix inputs for the distillation loss (half of each batch)"),
+    "int8_mse_fbn_focal": ([Q8, {"algorithm": DIST, "weights": MSE, "focal": {"alpha": 1.0, "beta": 4.0}}, FBN], {},
+                           "+ focal distillation: weight 1 + 4 on images the reference gets right"),
+}
+SEEDS = (0, 1, 2)
+
+
+def row_name(base: str, seed: int) -> str:
+    return base if seed == 0 else f"{base}_s{seed}"
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", type=Path, help="CIFAR-10 as train/<class>, test/<class> (folder or .zip)")
+    parser.add_argument("--only", nargs="+", help="rows to run, e.g. int8_qat int8_mse_fbn int8_qat_s1")
+    parser.add_argument("--report-only", action="store_true")
+    parser.add_argument("--reference", type=Path, default=ROOT / "bench" / "cache" / "cifar10_resnet20_fp32.pt")
+    parser.add_argument("--workdir", type=Path, default=ROOT / "bench" / "runs" / "flip_first")
+    parser.add_argument("--output", type=Path, default=ROOT / "bench" / "results" / "flip_first.json")
+    args = parser.parse_args()
+    try:
+        return bench(args)
+    except UserError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+
+
+def spec_of(name: str) -> dict[str, Any]:
+    base, seed = name.rsplit("_s", 1) if name.rsplit("_s", 1)[-1].isdigit() else (name, "0")
+    if base not in ROWS:
+        raise UserError(f"--only: unknown row {name!r}; known: {', '.join(ROWS)} (add _s1, _s2 for other seeds)")
+    entries, overrides, what = ROWS[base]
+    return {"entries": entries, "overrides": {**BUDGET, **overrides, "training.seed": int(seed)}, "what": what,
+            "base": base}
+
+
+def cache_key(spec: dict[str, Any]) -> dict[str, Any]:
+    return {"entries": spec["entries"], "overrides": spec["overrides"]}
+
+
+def config_of(spec: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:
+    raw = json.loads(BASE_CONFIG.read_text())
+    raw["compression"] = spec["entries"]
+    sets = [f"dataset.path={args.data}", f"model.checkpoint={args.reference}"]
+    sets += [f"{k}={json.dumps(v)}" for k, v in spec["overrides"].items()]
+    return load_config(raw, sets)
+
+
+def bench(args: argparse.Namespace) -> int:
+    report = json.loads(args.output.read_text()) if args.output.exists() else {"rows": {}}
+    report["cpu_flags"] = cpu_flags()
+    report["budget"] = BUDGET
+    if not args.report_only:
+        if args.data is None or not args.data.exists():
+            raise UserError(f"--data: give the CIFAR-10 folder or zip (got {args.data})")
+        for name in args.only or list(ROWS):
+            spec = spec_of(name)
+            cached = _on_disk(args.output)["rows"].get(name)
+            if cached and cache_key(cached["spec"]) == cache_key(spec):
+                print(f"{name}: cached ({cached['ir']['f32']['mismatches']} IR f32 mismatches)", file=sys.stderr)
+                continue
+            with _row_lock(args.workdir, name) as mine:
+                if not mine:
+                    print(f"{name}: another bench process is running it; skipped", file=sys.stderr)
+                    continue
+                row = run_row(name, spec, args)
+            with _file_lock(args.output):  # several bench processes may share one JSON: merge, do not overwrite
+                report = {**_on_disk(args.output), "cpu_flags": report["cpu_flags"], "budget": BUDGET}
+                report["rows"][name] = row
+                save(report, args.output)
+    with _file_lock(args.output):
+        save({**_on_disk(args.output), "cpu_flags": report["cpu_flags"], "budget": BUDGET}, args.output)
+    print(f"wrote {args.output} (+ .md, .png)", file=sys.stderr)
+    return 0
+
+
+def _on_disk(path: Path) -> dict[str, Any]:
+    return json.loads(path.read_text()) if path.exists() else {"rows": {}}
+
+
+@contextlib.contextmanager
+def _file_lock(path: Path):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path.with_suffix(".lock"), "w") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        yield
+
+
+@contextlib.contextmanager
+def _row_lock(workdir: Path, name: str):
+    """True while this process holds the row (a second process must not resume the same run directory)."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    with open(workdir / f"{name}.lock", "w") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            yield False
+            return
+        yield True
+
+
+def run_row(name: str, spec: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:
+    config = config_of(spec, args)
+    out = args.workdir / name
+    same = (out / "config.json").exists() and load_config(out / "config.json") == config
+    started = time.perf_counter()
+    results = run(config, out, resume=same, overwrite=not same)
+    history = results["history"]
+    timing = results["timing"]
+    if "train_seconds_by_epoch" not in timing:  # a run started by an earlier trainer kept them in its history
+        timing = {**timing, "train_seconds_by_epoch": [h["train_seconds"] for h in history if "train_seconds" in h],
+                  "train_steps_per_epoch": history[0].get("train_steps", 0)}
+    steps = timing["train_steps_per_epoch"] * len(timing["train_seconds_by_epoch"])
+    seconds = sum(timing["train_seconds_by_epoch"])
+    ir = {r["requested_precision"]: {"precision": r["precision"], "reference_accuracy": r["reference"]["accuracy"],
+                                     "compressed_accuracy": r["compressed"]["accuracy"], "mismatches": r["mismatches"],
+                                     "mismatches_reference_correct": r["mismatches_reference_correct"]}
+          for r in results["openvino"]["runs"]}
+    row = {"spec": {k: v for k, v in spec.items() if k != "base"}, "base": spec["base"],
+           "seed": spec["overrides"]["training.seed"], "num_samples": results["num_samples"],
+           "validation": results["validation"], "selected_epoch": results["selected_epoch"],
+           "history": [{k: h[k] for k in ("epoch", "train_loss", "split", "mismatches", "compressed_accuracy") if k in h}
+                       for h in history], "train_seconds_by_epoch": timing["train_seconds_by_epoch"],
+           "pytorch": {"reference_accuracy": results["reference"]["accuracy"],
+                       "compressed_accuracy": results["compressed"]["accuracy"], "mismatches": results["mismatches"]},
+           "ir": ir, "step_seconds": seconds / steps if steps else None, "wall_seconds": time.perf_counter() - started}
+    print(f"{name}: {ir['f32']['mismatches']} IR f32 / {ir['default']['mismatches']} IR {ir['default']['precision']} "
+          f"mismatches, accuracy {ir['f32']['compressed_accuracy']:.2%}, {row['wall_seconds']:.0f} s", file=sys.stderr)
+    return row
+
+
+def cpu_flags() -> list[str]:
+    try:
+        text = subprocess.run(["lscpu"], capture_output=True, text=True, check=False).stdout
+    except OSError:
+        return []
+    wanted = ("avx2", "avx512_vnni", "avx512_bf16", "amx_bf16", "amx_int8", "amx_tile")
+    return [f for f in wanted if f in text.split()]
+
+
+# ---- report --------------------------------------------------------------------------------------
+
+
+def save(report: dict[str, Any], path: Path) -> None:
+    rows = report["rows"]
+    for row in rows.values():
+        plain = rows.get(row_name("int8_qat", row["seed"]))
+        m, pm = row["ir"]["f32"]["mismatches"], plain["ir"]["f32"]["mismatches"] if plain else None
+        row["reduction_vs_plain"] = None if pm is None else (pm / m if m else float("inf"))
+        row["step_time_vs_plain"] = (row["step_seconds"] / plain["step_seconds"]
+                                     if plain and row.get("step_seconds") and plain.get("step_seconds") else None)
+    report["seeds"] = seed_summary(rows)
+    order = [row_name(b, s) for s in SEEDS for b in ROWS]
+    report["rows"] = {n: rows[n] for n in order if n in rows}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_json(report, path)
+    write_text(markdown(report), path.with_suffix(".md"))
+    plot(report["rows"], path.with_suffix(".png"))
+
+
+def seed_summary(rows: dict[str, Any]) -> dict[str, Any]:
+    """Mean and spread over seeds of every row base that ran at more than one seed."""
+    out = {}
+    for base in ROWS:
+        done = [rows[row_name(base, s)] for s in SEEDS if row_name(base, s) in rows]
+        if len(done) < 2:
+            continue
+        counts = [r["ir"]["f32"]["mismatches"] for r in done]
+        acc = [r["ir"]["f32"]["compressed_accuracy"] for r in done]
+        out[base] = {"seeds": [r["seed"] for r in done], "ir_f32_mismatches": counts,
+                     "mean": statistics.mean(counts), "stdev": statistics.stdev(counts),
+                     "min": min(counts), "max": max(counts), "accuracy_mean": statistics.mean(acc)}
+    return out
+
+
+def markdown(report: dict[str, Any]) -> str:
+    head = ("| row | seed | what | compressed acc % (IR f32) | Δ acc vs FP32 | mismatches IR f32 | IR default | PyTorch "
+            "| validation mismatches (selected epoch) | vs plain | step time vs plain |")
+    lines = [head, "|" + "---|" * (head.count("|") - 1)]
+    for name, r in report["rows"].items():
+        f32, dflt = r["ir"]["f32"], r["ir"]["default"]
+        sel = r["history"][r["selected_epoch"] - 1]
+        lines.append(f"| `{name}` | {r['seed']} | {r['spec']['what']} | {100 * f32['compressed_accuracy']:.2f} | "
+                     f"{100 * (f32['compressed_accuracy'] - f32['reference_accuracy']):+.2f} | **{f32['mismatches']}** | "
+                     f"{dflt['mismatches']} ({dflt['precision']}) | {r['pytorch']['mismatches']} | "
+                     f"{sel['mismatches']} (epoch {r['selected_epoch']}) | {_ratio(r.get('reduction_vs_plain'))} | "
+                     f"{_ratio(r.get('step_time_vs_plain'))} |")
+    if report.get("seeds"):
+        lines += ["", "| row | seeds | IR f32 mismatches | mean | stdev | accuracy mean % |", "|---|---|---|---|---|---|"]
+        for base, s in report["seeds"].items():
+            lines.append(f"| `{base}` | {s['seeds']} | {s['ir_f32_mismatches']} | {s['mean']:.1f} | {s['stdev']:.1f} | "
+                         f"{100 * s['accuracy_mean']:.2f} |")
+    return "\n".join(lines) + "\n"
+
+
+def _ratio(x: float | None) -> str:
+    return "–" if x is None else ("∞" if x == float("inf") else f"{x:.2f}x")
+
+
+def plot(rows: dict[str, Any], path: Path) -> None:
+    if not rows:
+        return
+    names = list(rows)
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(12, 0.45 * len(names) + 1.8), sharey=True)
+    ys = range(len(names))
+    ax1.barh(ys, [rows[n]["ir"]["f32"]["mismatches"] for n in names], color="tab:blue")
+    ax1.scatter([rows[n]["ir"]["default"]["mismatches"] for n in names], ys, color="black", s=12, zorder=3,
+                label=f"CPU default precision ({rows[names[0]]['ir']['default']['precision']})")
+    plain = rows.get("int8_qat")
+    if plain:
+        ax1.axvline(plain["ir"]["f32"]["mismatches"] / 5, color="red", linestyle="--", linewidth=1, label="goal: plain / 5")
+    ax1.set_yticks(list(ys), names)
+    ax1.invert_yaxis()
+    ax1.set_xlabel(f"test mismatches of {rows[names[0]]['num_samples']} (bars: OpenVINO CPU f32)")
+    ax1.legend(loc="lower right")
+    deltas = [100 * (rows[n]["ir"]["f32"]["compressed_accuracy"] - rows[n]["ir"]["f32"]["reference_accuracy"]) for n in names]
+    ax2.barh(ys, deltas, color="tab:green")
+    ax2.axvline(-0.3, color="grey", linestyle="--", linewidth=1)
+    ax2.set_xlabel("accuracy vs FP32 (points, IR f32); dashed: -0.3")
+    fig.suptitle("CIFAR-10 ResNet-20 INT8, 5k images x 4 epochs, selected on validation: label flips per recipe")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
