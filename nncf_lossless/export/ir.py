@@ -14,6 +14,7 @@ import json
 import os
 import tempfile
 import warnings
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -41,8 +42,13 @@ def export_pair(
     config: dict[str, Any],
     metadata: dict[str, Any],
     batch: int | None = None,
+    variants: Mapping[str, Callable[[], None]] | None = None,
 ) -> dict[str, Path]:
     """Writes ``reference.xml`` and ``compressed.xml`` (+ ``.bin``) atomically into ``out_dir``.
+
+    ``variants`` (name -> a function that puts ``model`` into that variant, e.g. one bit-width of a
+    multi-bit model) writes ``compressed_{name}.xml`` for each instead of ``compressed.xml``; the
+    result maps ``compressed_{name}`` to each and ``compressed`` to the first.
 
     ``metadata`` may hold ``class_names``, ``mean`` and ``std`` (per channel, for pixels in [0, 1]).
     ``batch`` fixes the batch dimension; ``None`` (default: ``config["export"]["batch"]``) keeps it dynamic.
@@ -59,10 +65,20 @@ def export_pair(
     out_dir.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=out_dir, prefix=".export-") as tmp:
         written = {}
-        pairs = (("reference", REFERENCE_IR, reference), ("compressed", COMPRESSED_IR, _stripped(model, example_input)))
+        pairs = [("reference", REFERENCE_IR, reference)]
+        if variants:
+            for name, activate in variants.items():
+                activate()
+                pairs.append((f"compressed_{name}", f"compressed_{name}.xml", _stripped(model, example_input)))
+        else:
+            pairs.append(("compressed", COMPRESSED_IR, _stripped(model, example_input)))
+        compressed_irs = [xml for role, xml, _ in pairs[1:]]
         for role, xml, net in pairs:
             ov_model = _convert(net, example_input, shape)
-            info = {**common, "role": role, "reference_ir": REFERENCE_IR, "compressed_ir": COMPRESSED_IR}
+            info = {**common, "role": role.split("_")[0], "reference_ir": REFERENCE_IR,
+                    "compressed_ir": xml if role != "reference" else compressed_irs[0]}
+            if variants:
+                info["compressed_irs"] = json.dumps(compressed_irs)
             _set_rt_info(ov_model, info, metadata)
             ov.save_model(ov_model, Path(tmp) / xml, compress_to_fp16=False)
             written[role] = xml
@@ -70,7 +86,8 @@ def export_pair(
         for xml in written.values():
             os.replace(Path(tmp) / Path(xml).with_suffix(".bin"), out_dir / Path(xml).with_suffix(".bin"))
             os.replace(Path(tmp) / xml, out_dir / xml)
-    return {role: out_dir / xml for role, xml in written.items()}
+    paths = {role: out_dir / xml for role, xml in written.items()}
+    return {**paths, "compressed": out_dir / compressed_irs[0]} if variants else paths
 
 
 def compressed_to_openvino(model: nn.Module, example_input: torch.Tensor, shape: list[int] | None = None) -> ov.Model:
