@@ -40,6 +40,7 @@ With ``frozen_bn``, the freeze (and ``freeze_affine``) applies to every bit-widt
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -94,6 +95,8 @@ SCHEMA: dict[str, Any] = {
             },
         },
         "seed": {"type": "integer", "minimum": 0, "default": 0},
+        # Calibration samples the lower bit-widths' range search scores on (it re-runs the model per factor).
+        "range_search_samples": {"type": "integer", "minimum": 1, "default": low_bit.SEARCH_SAMPLES},
         # nncf.batch_norm_adaptation at each lower bit-width after its ranges are initialised.
         "batch_norm_adaptation": BN_ADAPTATION_SCHEMA,
         **{k: QUANTIZATION_SCHEMA["properties"][k] for k in _QUANTIZATION_KEYS},
@@ -144,7 +147,8 @@ class MultiBit:
                         if u.is_quantizer:
                             for slot, p in self.banks.banks[bits].params[u.name].items():
                                 p.copy_(calibrated["params"][u.name][slot])
-                low_bit.search_ranges(model, ctx.reference, changed, dataset.get_inference_data())
+                low_bit.search_ranges(model, ctx.reference, changed, _first(dataset.get_inference_data(),
+                                                                              self.params["range_search_samples"]))
             if bits != self.bits[0] and self.params["batch_norm_adaptation"]["enabled"]:
                 nncf.batch_norm_adaptation(model, dataset, num_iterations=self.params["batch_norm_adaptation"]["num_iterations"])
         self.banks.activate(self.bits[0])
@@ -319,6 +323,15 @@ class MultiBit:
         if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
             for buffer in self.banks.buffers(self.bits[1:]):
                 dist.broadcast(buffer, src=0)
+
+
+def _first(batches: Iterable[torch.Tensor], samples: int) -> Iterator[torch.Tensor]:
+    seen = 0
+    for x in batches:
+        if seen >= samples:
+            return
+        yield x[: samples - seen]
+        seen += len(x)
 
 
 # Stage 20, as quantization: after pruning's masks (10), before frozen_bn (30) finds the BN layers.
