@@ -127,9 +127,7 @@ class MultiBit:
     # -- the protocol -----------------------------------------------------------------------------------------
 
     def apply(self, model: nn.Module, ctx: CompressionContext) -> nn.Module:
-        if any(e["algorithm"] == "quantization" for e in ctx.entries):
-            raise ConfigError("algorithm: multi_bit quantizes the model itself (it takes the quantization entry's "
-                              "parameters); remove the quantization entry")
+        _check_entries(ctx)
         quantization = Quantization({**{k: self.params[k] for k in _QUANTIZATION_KEYS if k in self.params},
                                      "weights": {"bits": 8}, "activations": {"bits": 8}})
         model = quantization.apply(model, ctx)
@@ -155,6 +153,7 @@ class MultiBit:
         return model
 
     def attach(self, model: nn.Module, ctx: CompressionContext) -> None:
+        _check_entries(ctx)
         if self.banks is None or self.model is not model:
             self._build(model, ctx)
         self.reference = ctx.reference
@@ -323,6 +322,16 @@ class MultiBit:
         if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
             for buffer in self.banks.buffers(self.bits[1:]):
                 dist.broadcast(buffer, src=0)
+
+
+def _check_entries(ctx: CompressionContext) -> None:
+    names = {e["algorithm"] for e in ctx.entries}
+    if "quantization" in names:
+        raise ConfigError("algorithm: multi_bit quantizes the model itself (it takes the quantization entry's "
+                          "parameters); remove the quantization entry")
+    if "hint_distillation" in names:
+        # Its feature hooks would record the last (lowest) bit-width's forward of each step, not the trained one.
+        raise ConfigError("algorithm: multi_bit does not work with hint_distillation yet; remove one of them")
 
 
 def _first(batches: Iterable[torch.Tensor], samples: int) -> Iterator[torch.Tensor]:
