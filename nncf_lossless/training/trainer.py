@@ -210,6 +210,8 @@ def _run(config: dict[str, Any], out: Path, resume: bool, overwrite: bool, conso
         for bits, ir in results["openvino"].get("by_bits", {}).items():
             results["by_bits"][bits]["mismatches_by_side"] = {"pytorch": results["by_bits"][bits]["mismatches"], **{
                 f"openvino {r['device']} {r['precision']}": r["mismatches"] for r in ir["runs"]}}
+            console.print(f"{bits}-bit mismatches: " + ", ".join(
+                f"{side} {n}" for side, n in results["by_bits"][bits]["mismatches_by_side"].items()))
     shutil.rmtree(out / IR_EVAL_DIR, ignore_errors=True)
     write_json(results, out / RESULTS)
     distributed.barrier(dctx)

@@ -197,7 +197,6 @@ class MultiBit:
                 self._count(bits, chosen)
         finally:
             self.set_bits(top)
-        self.latest["swap_probability"] = {"p": plan.swap_probability}
         return total
 
     def step(self) -> None:
