@@ -36,7 +36,8 @@ class CompressionContext:
     ``calibration_data`` yields batches (a tensor, or a tuple/list whose first item is the input);
     it is ``None`` when the model is restored from a checkpoint. ``reference`` is the frozen FP32
     model the compressed one must agree with. ``epochs`` and ``steps_per_epoch`` describe the
-    planned training, for schedules stated as fractions of it (``None`` if unknown).
+    planned training, for schedules stated as fractions of it (``None`` if unknown). ``entries`` are
+    the config's validated compression entries, for an entry that works with others (multi_bit).
     """
 
     example_input: torch.Tensor
@@ -44,6 +45,7 @@ class CompressionContext:
     calibration_data: Iterable[Any] | None = None
     epochs: int | None = None
     steps_per_epoch: int | None = None
+    entries: tuple[dict[str, Any], ...] = ()
 
     def nncf_dataset(self, what: str) -> nncf.Dataset:
         """The calibration data as an ``nncf.Dataset`` of model inputs on the model's device."""

@@ -13,6 +13,7 @@
     torch.save(ctrl.state_dict(), "ckpt.pt")          # everything needed to resume
     ctrl.export("ir/")                                # reference.xml + compressed.xml
     deployable = ctrl.strip()                         # the model for inference, without NNCF's training modules
+    ctrl.set_bits(4)                                  # multi-bit models: run at 4 bits (ctrl.bit_widths)
 
 NNCF 2's ``loss = criterion(out, y) + ctrl.loss()`` works too: the controller records the inputs
 and outputs of the compressed model's last forward, and ``ctrl.loss()`` uses them (terms that need
@@ -26,6 +27,7 @@ import json
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from enum import Enum
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -146,11 +148,41 @@ class CompressionController:
             algo.load_state_dict(state["algorithms"].get(algo.name, {}))
 
     def export(self, out_dir: str | Path, *, metadata: dict[str, Any] | None = None) -> dict[str, Path]:
-        """Writes ``reference.xml`` (FP32) and ``compressed.xml`` OpenVINO IRs into ``out_dir``."""
+        """Writes ``reference.xml`` (FP32) and ``compressed.xml`` OpenVINO IRs into ``out_dir``.
+
+        A model with several :attr:`bit_widths` gets one ``compressed_w{b}.xml`` per bit-width instead;
+        the result maps ``compressed_w{b}`` to each and ``compressed`` to the highest bit-width's.
+        """
         from nncf_lossless.export.ir import export_pair
 
-        return export_pair(self.model, self.reference, Path(out_dir), example_input=self.example_input,
-                           config=self.config, metadata=metadata or {})
+        bits, active = self.bit_widths, self.active_bits
+        variants = {f"w{b}": partial(self.set_bits, b) for b in bits} if bits else None
+        try:
+            return export_pair(self.model, self.reference, Path(out_dir), example_input=self.example_input,
+                               config=self.config, metadata=metadata or {}, variants=variants)
+        finally:
+            if bits:
+                self.set_bits(active)
+
+    def _switching(self) -> list[Algorithm]:
+        return [algo for algo in self.algorithms if hasattr(algo, "set_bits")]
+
+    @property
+    def bit_widths(self) -> list[int]:
+        """The bit-widths :meth:`set_bits` accepts, highest first; empty unless an algorithm switches bits."""
+        lists = [set(algo.bit_widths) for algo in self._switching()]
+        return sorted(set.intersection(*lists), reverse=True) if lists else []
+
+    @property
+    def active_bits(self) -> int | None:
+        return self._switching()[0].active_bits if self._switching() else None
+
+    def set_bits(self, bits: int) -> None:
+        """Runs the model at ``bits`` from now on: every algorithm with ``set_bits`` (e.g. multi_bit) switches."""
+        if not self._switching():
+            raise ConfigError("set_bits: no compression entry of this model switches bit-widths (multi_bit does)")
+        for algo in self._switching():
+            algo.set_bits(bits)
 
 
 def create_compressed_model(
@@ -175,7 +207,7 @@ def create_compressed_model(
     device = next(model.parameters()).device
     example_input = torch.ones(config["input_info"]["sample_size"], device=device)
     ctx = CompressionContext(example_input=example_input, reference=reference, calibration_data=calibration_data,
-                             epochs=epochs, steps_per_epoch=steps_per_epoch)
+                             epochs=epochs, steps_per_epoch=steps_per_epoch, entries=tuple(config["compression"]))
     indexed = sorted(enumerate(config["compression"]), key=lambda e: registry.get(e[1]["algorithm"]).stage)
     algorithms = [(i, registry.get(entry["algorithm"]).builder()(entry)) for i, entry in indexed]
     if compression_state is None:

@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import copy
 import json
+import re
 import warnings
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -41,11 +43,16 @@ def export_pair(
     config: dict[str, Any],
     metadata: dict[str, Any],
     batch: int | None = None,
+    variants: Mapping[str, Callable[[], None]] | None = None,
 ) -> dict[str, Path]:
     """Writes ``reference.xml`` and ``compressed.xml`` (+ ``.bin``) into ``out_dir``, atomically as a pair.
 
     ``out_dir`` is replaced whole (see :func:`~nncf_lossless.checker.atomic.atomic_directory`), so it
     must be absent, empty or hold an earlier pair; anything else is a :class:`ConfigError`.
+
+    ``variants`` (name -> a function that puts ``model`` into that variant, e.g. one bit-width of a
+    multi-bit model) writes ``compressed_{name}.xml`` for each instead of ``compressed.xml``; the
+    result maps ``compressed_{name}`` to each and ``compressed`` to the first.
 
     ``metadata`` may hold ``class_names``, ``mean`` and ``std`` (per channel, for pixels in [0, 1]).
     ``batch`` fixes the batch dimension; ``None`` (default: ``config["export"]["batch"]``) keeps it dynamic.
@@ -64,25 +71,36 @@ def export_pair(
     # sees a reference.xml of one export next to a compressed.xml of another.
     with atomic_directory(out_dir) as tmp:
         written = {}
-        pairs = (("reference", REFERENCE_IR, reference), ("compressed", COMPRESSED_IR, stripped(model, example_input)))
+        pairs = [("reference", REFERENCE_IR, reference)]
+        if variants:
+            for name, activate in variants.items():
+                activate()
+                pairs.append((f"compressed_{name}", f"compressed_{name}.xml", stripped(model, example_input)))
+        else:
+            pairs.append(("compressed", COMPRESSED_IR, stripped(model, example_input)))
+        compressed_irs = [xml for role, xml, _ in pairs[1:]]
         for role, xml, net in pairs:
             ov_model = _convert(net, example_input, shape)
-            info = {**common, "role": role, "reference_ir": REFERENCE_IR, "compressed_ir": COMPRESSED_IR}
+            info = {**common, "role": role.split("_")[0], "reference_ir": REFERENCE_IR,
+                    "compressed_ir": xml if role != "reference" else compressed_irs[0]}
+            if variants:
+                info["compressed_irs"] = json.dumps(compressed_irs)
             _set_rt_info(ov_model, info, metadata)
             ov.save_model(ov_model, tmp / xml, compress_to_fp16=False)
             written[role] = xml
-    return {role: out_dir / xml for role, xml in written.items()}
+    paths = {role: out_dir / xml for role, xml in written.items()}
+    return {**paths, "compressed": out_dir / compressed_irs[0]} if variants else paths
 
 
 def _check_own_directory(out_dir: Path) -> None:
-    """The pair replaces ``out_dir`` whole, so it must hold nothing but a previous pair."""
-    ours = {REFERENCE_IR, COMPRESSED_IR, *(str(Path(x).with_suffix(".bin")) for x in (REFERENCE_IR, COMPRESSED_IR))}
+    """The pair replaces ``out_dir`` whole, so it must hold nothing but a previous pair (or multi-bit set)."""
+    ours = re.compile(r"(reference|compressed(_\w+)?)\.(xml|bin)")
     if not out_dir.is_dir():
         if out_dir.exists():
             raise ConfigError(f"{out_dir}: not a directory; the IR pair is exported into a directory")
         return
     # Dot entries: temporaries an interrupted export left (older versions wrote them inside out_dir).
-    foreign = sorted(p.name for p in out_dir.iterdir() if p.name not in ours and not p.name.startswith(".export-"))
+    foreign = sorted(p.name for p in out_dir.iterdir() if not ours.fullmatch(p.name) and not p.name.startswith(".export-"))
     if foreign:
         raise ConfigError(f"{out_dir}: holds other files than an IR pair ({', '.join(foreign[:3])}"
                           f"{', ...' if len(foreign) > 3 else ''}); export into a directory of its own")

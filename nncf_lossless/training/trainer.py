@@ -10,7 +10,7 @@ it on OpenVINO CPU. The output directory holds::
     checkpoint.pt     last finished epoch (controller state, optimizer, RNG): --resume starts here
     best.pt           with select_checkpoint=fewest_mismatches: the controller state of the best epoch
     results.json      accuracies, mismatches, flip matrix, history, OpenVINO results
-    ir/               reference.xml, compressed.xml
+    ir/               reference.xml, compressed.xml (multi-bit: compressed_w8.xml, compressed_w4.xml, ...)
 
 Every file is written atomically. A resumed run continues from the last checkpoint and, given
 the same config, ends with the same weights as an uninterrupted one: the data order and
@@ -227,6 +227,10 @@ def _run(config: dict[str, Any], out: Path, resume: bool, overwrite: bool, conso
         # trained saw only data.train, which the validation split was carved out of.
         results["validation"] = {**data.validation_info,
                                  "held_out_of_reference_training": not config["model"]["checkpoint"]}
+    bit_logits = _logits_by_bits(ctrl, cmodel, loaders, dctx)
+    if bit_logits:  # a multi-bit model: every bit-width against the reference (the top-level counts are the highest's)
+        results["by_bits"] = {str(b): {"mismatches": m["mismatches"], "compressed_accuracy": m["compressed"]["accuracy"]}
+                              for b, m in ((b, compare(ref_logits, lg, labels)) for b, lg in bit_logits.items())}
     if dctx.enabled:
         digests = distributed.all_digests(dctx, cmodel)
         results["distributed"] = {"world_size": dctx.world_size, "backend": dctx.backend,
@@ -235,10 +239,15 @@ def _run(config: dict[str, Any], out: Path, resume: bool, overwrite: bool, conso
         distributed.barrier(dctx)  # rank 0 exports, checks and writes
         return results
     if config["export"]["enabled"]:
-        results["openvino"] = export_and_check(ctrl, data, loaders, out, (ref_logits, comp_logits), labels)
+        results["openvino"] = export_and_check(ctrl, data, loaders, out, (ref_logits, comp_logits), labels, bit_logits)
         # The same count, measured where it is made and where it ships.
         results["mismatches_by_side"] = {"pytorch": results["mismatches"], **{
             f"openvino {r['device']} {r['precision']}": r["mismatches"] for r in results["openvino"]["runs"]}}
+        for bits, ir in results["openvino"].get("by_bits", {}).items():
+            results["by_bits"][bits]["mismatches_by_side"] = {"pytorch": results["by_bits"][bits]["mismatches"], **{
+                f"openvino {r['device']} {r['precision']}": r["mismatches"] for r in ir["runs"]}}
+            console.print(f"{bits}-bit mismatches: " + ", ".join(
+                f"{side} {n}" for side, n in results["by_bits"][bits]["mismatches_by_side"].items()))
         if repair_requested(config):
             paths = {k: results["openvino"][f"{k}_ir"] for k in ("reference", "compressed")}
             results["repair"] = repair_after_export(config, data, paths, out)
@@ -292,13 +301,40 @@ def _tune_if_auto(config: dict[str, Any], reference: nn.Module, data: DataBundle
 
 
 def export_and_check(ctrl: CompressionController, data: DataBundle, loaders: Loaders, out: Path,
-                     torch_logits: tuple[np.ndarray, np.ndarray], labels: np.ndarray) -> dict[str, Any]:
-    """Exports the IR pair and measures it on OpenVINO CPU at f32 and at the CPU's default precision."""
+                     torch_logits: tuple[np.ndarray, np.ndarray], labels: np.ndarray,
+                     bit_logits: dict[int, np.ndarray] | None = None) -> dict[str, Any]:
+    """Exports the IR pair and measures it on OpenVINO CPU at f32 and at the CPU's default precision.
+
+    A multi-bit model's every ``compressed_w{b}.xml`` is measured too (``by_bits``; ``bit_logits``:
+    its PyTorch logits per bit-width, for the IR-vs-PyTorch drift); ``runs`` is the highest bit-width's.
+    """
     paths = ctrl.export(out / ctrl.config["export"]["dir"],
                         metadata={"class_names": data.class_names, "mean": data.mean, "std": data.std})
     inputs = torch.cat([x for x, _ in loaders.test]).numpy()
     runs = check_pair(paths["reference"], paths["compressed"], inputs, labels, source_logits=torch_logits)
-    return {"reference_ir": str(paths["reference"]), "compressed_ir": str(paths["compressed"]), "runs": runs}
+    result = {"reference_ir": str(paths["reference"]), "compressed_ir": str(paths["compressed"]), "runs": runs}
+    variants = {role.removeprefix("compressed_w"): path for role, path in paths.items() if role.startswith("compressed_w")}
+    if variants:
+        result["by_bits"] = {bits: {"compressed_ir": str(path), "runs": runs if path == paths["compressed"] else check_pair(
+            paths["reference"], path, inputs, labels,
+            source_logits=(torch_logits[0], bit_logits[int(bits)]) if bit_logits else None)}
+            for bits, path in variants.items()}
+    return result
+
+
+def _logits_by_bits(ctrl: CompressionController, model: nn.Module, loaders: Loaders,
+                    dctx: distributed.Context) -> dict[int, np.ndarray]:
+    """The compressed model's test logits at each of its bit-widths (``{}`` unless it switches bits)."""
+    if not ctrl.bit_widths:
+        return {}
+    active, logits = ctrl.active_bits, {}
+    try:
+        for bits in ctrl.bit_widths:
+            ctrl.set_bits(bits)
+            logits[bits] = evaluate(model, loaders.test, dctx)[0]
+    finally:
+        ctrl.set_bits(active)
+    return logits
 
 
 def export_from_checkpoint(config: dict[str, Any] | str | Path, checkpoint: str | Path,

@@ -47,7 +47,13 @@ def set_bits(
             q.num_bits = bits
             changed.append(q)
     if changed:
-        _search_ranges(model, reference, changed, _samples(calibration_inputs))
+        search_ranges(model, reference, changed, calibration_inputs)
+
+
+def search_ranges(model: nn.Module, reference: nn.Module, qs: list[BaseQuantizer],
+                  calibration_inputs: Iterable[torch.Tensor]) -> None:
+    """Re-initialises the ranges of ``qs`` (already at their new bits) by the output-MSE shrink search."""
+    _search_ranges(model, reference, qs, _samples(calibration_inputs))
 
 
 def _samples(inputs: Iterable[torch.Tensor]) -> torch.Tensor:

@@ -1,0 +1,1 @@
+"""The `multi_bit` compression entry (see algo.py)."""
