@@ -54,7 +54,7 @@ INVALID = [
     (_with_compression({"algorithm": "quantization"}, {"algorithm": "pruning", "ratio": 1.5}),
      "compression[1].ratio: 1.5 is greater than or equal to the maximum of 1"),
     (_with_compression({"algorithm": "distill"}),
-     "compression[0].algorithm: unknown algorithm 'distill'; known: frozen_bn, hint_distillation, label_preserving_distillation, pruning, quantization"),
+     "compression[0].algorithm: unknown algorithm 'distill'; known: frozen_bn, hint_distillation, label_preserving_distillation, multi_bit, pruning, quantization"),
     (_with_compression({"algorithm": "quantization", "weights": {"bits": 1}}),
      "compression[0].weights.bits: 1 is less than the minimum of 2"),
     (_with_compression({"algorithm": "quantization", "preset": "fast"}),

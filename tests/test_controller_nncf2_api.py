@@ -19,9 +19,10 @@ CASES = {
     "frozen_bn": {"algorithm": "frozen_bn", "at_epoch": 0},
     "label_preserving_distillation": {"algorithm": "label_preserving_distillation"},
     "hint_distillation": {"algorithm": "hint_distillation", "hint_points": ["features.1", "features.3"]},
+    "multi_bit": {"algorithm": "multi_bit", "bits": [8, 4], "range_search_samples": 32},
 }
 # Entries whose ctrl.loss() must be a trainable, positive term after a forward.
-ADDS_LOSS = {"pruning", "label_preserving_distillation", "hint_distillation"}
+ADDS_LOSS = {"pruning", "label_preserving_distillation", "hint_distillation", "multi_bit"}
 
 
 def test_every_registered_entry_has_a_loss_case():

@@ -54,7 +54,7 @@ def test_the_plugin_is_named_among_the_known_algorithms(site, tmp_path):
     path.write_text(json.dumps(digits_config(compression=[{"algorithm": "logit_l3"}])))
     result = _run(["-m", "nncf_lossless", "validate-config", str(path)], site)
     assert result.returncode == 2
-    assert "known: frozen_bn, hint_distillation, label_preserving_distillation, logit_l2, pruning" in result.stderr
+    assert "known: frozen_bn, hint_distillation, label_preserving_distillation, logit_l2, multi_bit, pruning" in result.stderr
 
 
 def test_the_plugin_schema_and_check_reject_bad_values(site, tmp_path):

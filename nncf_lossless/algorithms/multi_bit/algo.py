@@ -61,6 +61,8 @@ from nncf_lossless.algorithms.quantization import low_bit
 from nncf_lossless.algorithms.quantization.algo import Quantization
 from nncf_lossless.algorithms.quantization.cpu_rounding import _clamp_only, match_cpu_rounding
 from nncf_lossless.algorithms.quantization.quantizer_sites import quantizer_sites
+from nncf_lossless.algorithms.quantization.schema import SCHEMA as QUANTIZATION_SCHEMA
+from nncf_lossless.config import fill_defaults
 from nncf_lossless.errors import ConfigError
 
 
@@ -88,8 +90,11 @@ class MultiBit(AlgorithmBase):
 
     def apply(self, model: nn.Module, ctx: CompressionContext) -> nn.Module:
         _check_entries(ctx)
-        quantization = Quantization({**{k: self.params[k] for k in _QUANTIZATION_KEYS if k in self.params},
-                                     "weights": {"bits": 8}, "activations": {"bits": 8}})
+        # The quantization entry's own defaults for every key multi_bit does not take (its schema grows).
+        qparams = {"algorithm": "quantization", **{k: self.params[k] for k in _QUANTIZATION_KEYS if k in self.params},
+                   "weights": {"bits": 8}, "activations": {"bits": 8}}
+        fill_defaults(QUANTIZATION_SCHEMA, qparams)
+        quantization = Quantization(qparams)
         model = quantization.apply(model, ctx)
         self._build(model, ctx)
         dataset = ctx.nncf_dataset("algorithm: multi_bit")
@@ -127,14 +132,20 @@ class MultiBit(AlgorithmBase):
         self._find_clamp_sets(model, ctx)
         self.set_bits(self.bits[0])
 
-    def loss(self, outputs: torch.Tensor, targets: torch.Tensor | None, inputs: torch.Tensor | None) -> torch.Tensor:
-        if inputs is None or targets is None:
-            raise ValueError(f"{NAME}: ctrl.loss(outputs, targets, inputs) needs the batch's targets and inputs")
+    def loss(self, outputs: torch.Tensor | None, targets: torch.Tensor | None,
+             inputs: torch.Tensor | None) -> torch.Tensor | None:
+        """Every planned bit-width's terms; without ``targets`` (NNCF 2's ``ctrl.loss()``) the label CE is left out."""
+        if outputs is None:
+            return None  # no forward yet
+        if inputs is None:
+            raise ValueError(f"{NAME}: ctrl.loss(outputs, targets, inputs) needs the batch's inputs")
         if self.banks.active != self.bits[0]:
             raise RuntimeError(f"{NAME}: the training forward must run at {self.bits[0]} bits (set_bits({self.banks.active}) "
                                "is active); call ctrl.set_bits back before training")
         plan = self.schedule.plan(max(self.steps - 1, 0))
         weights, temperature, gap = self._loss_weights()
+        if targets is None:
+            weights = {**weights, "label_ce": 0.0}
         if self.reference.training:
             self.reference.eval()
         with torch.no_grad():
