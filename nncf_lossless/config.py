@@ -176,7 +176,7 @@ def load_config(source: str | Path | dict[str, Any], overrides: Sequence[str] = 
     applied before validation; VALUE is read as JSON, or taken as a string if it is not JSON.
     Raises :class:`ConfigError` with a one-line message on any problem.
     """
-    if isinstance(source, ValidatedConfig) and not overrides:
+    if isinstance(source, ValidatedConfig) and not overrides and source.unchanged():
         return source  # validated once: the trainer and the controller pass the same dict on
     raw = read_config_file(Path(source)) if isinstance(source, (str, Path)) else copy.deepcopy(dict(source))
     for override in overrides:
@@ -188,8 +188,16 @@ class ValidatedConfig(dict):
     """What :func:`load_config` returns: a plain dict (JSON, ``==``) that is not validated again.
 
     A copy (``copy.deepcopy``) is a plain ``dict`` again, since copies are made to be edited:
-    ``load_config`` validates those. Editing a ``ValidatedConfig`` in place is not checked.
+    ``load_config`` validates those. One edited in place no longer matches the snapshot taken when it
+    was validated, so ``load_config`` validates it again too (a JSON dump: microseconds for a config).
     """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._snapshot = json.dumps(self, sort_keys=True, default=str)
+
+    def unchanged(self) -> bool:
+        return json.dumps(self, sort_keys=True, default=str) == self._snapshot
 
     def __deepcopy__(self, memo: dict[int, Any]) -> dict[str, Any]:
         return copy.deepcopy(dict(self), memo)

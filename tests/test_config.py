@@ -155,3 +155,13 @@ def test_a_validated_config_is_not_validated_again(monkeypatch):
         load_config(edited)  # a copy is for editing: validated again
     assert load_config(config, ["training.epochs=2"])["training"]["epochs"] == 2 and len(calls) == 2
     assert json.loads(json.dumps(config)) == config
+
+
+def test_a_validated_config_edited_in_place_is_validated_again():
+    config = load_config(digits_config())
+    config["compression"] = [{"algorithm": "quantization"}]  # as a benchmark swaps in a recipe's entries
+    again = load_config(config)
+    assert again is not config and again["compression"][0]["weights"]["bits"] == 8, "defaults filled in"
+    config["training"]["epochs"] = 0
+    with pytest.raises(ConfigError, match="training.epochs: 0 is less than the minimum of 1"):
+        load_config(config)
