@@ -27,7 +27,6 @@ import fcntl
 import json
 import logging
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -39,6 +38,7 @@ matplotlib.use("Agg")
 logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)
 logging.getLogger("torch.utils._pytree").setLevel(logging.ERROR)
 import matplotlib.pyplot as plt
+from cpu_flags import cpu_flags
 
 from nncf_lossless.checker.atomic import write_json, write_text
 from nncf_lossless.config import load_config
@@ -200,15 +200,6 @@ def run_row(name: str, spec: dict[str, Any], args: argparse.Namespace) -> dict[s
     print(f"{name}: {ir['f32']['mismatches']} IR f32 / {ir['default']['mismatches']} IR {ir['default']['precision']} "
           f"mismatches, accuracy {ir['f32']['compressed_accuracy']:.2%}, {row['wall_seconds']:.0f} s", file=sys.stderr)
     return row
-
-
-def cpu_flags() -> list[str]:
-    try:
-        text = subprocess.run(["lscpu"], capture_output=True, text=True, check=False).stdout
-    except OSError:
-        return []
-    wanted = ("avx2", "avx512_vnni", "avx512_bf16", "amx_bf16", "amx_int8", "amx_tile")
-    return [f for f in wanted if f in text.split()]
 
 
 # ---- report --------------------------------------------------------------------------------------

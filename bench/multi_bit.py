@@ -38,6 +38,7 @@ matplotlib.use("Agg")
 logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)
 logging.getLogger("torch.utils._pytree").setLevel(logging.ERROR)
 import matplotlib.pyplot as plt
+from cpu_flags import cpu_flags
 
 from nncf_lossless.checker.atomic import write_json, write_text
 from nncf_lossless.config import load_config
@@ -46,7 +47,6 @@ from nncf_lossless.training.trainer import run
 
 ROOT = Path(__file__).resolve().parents[1]
 BASE_CONFIG = ROOT / "configs" / "cifar10_resnet20_multi_bit.json"
-FLAGS = ("avx2", "avx512_vnni", "avx512_bf16", "amx_tile", "amx_bf16", "amx_int8")
 
 
 def main() -> int:
@@ -136,15 +136,6 @@ def _ir_summary(runs: list[dict[str, Any]], torch_mismatches: int) -> dict[str, 
     return {"pytorch_mismatches": torch_mismatches,
             "ir_f32_mismatches": by["f32"]["mismatches"], "ir_f32_accuracy": by["f32"]["compressed"]["accuracy"],
             "ir_default_precision": by["default"]["precision"], "ir_default_mismatches": by["default"]["mismatches"]}
-
-
-def cpu_flags() -> list[str]:
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return []
-    flags = next((line.split(":", 1)[1].split() for line in text.splitlines() if line.startswith("flags")), [])
-    return [f for f in FLAGS if f in flags]
 
 
 def save(report: dict[str, Any], path: Path) -> None:

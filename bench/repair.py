@@ -20,7 +20,6 @@ import copy
 import json
 import logging
 import platform
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -33,6 +32,7 @@ logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)
 logging.getLogger("torch.utils._pytree").setLevel(logging.ERROR)
 import matplotlib.pyplot as plt
 import numpy as np
+from cpu_flags import cpu_flags
 
 from nncf_lossless.checker.atomic import write_json, write_text
 
@@ -172,16 +172,6 @@ def log_progress(title: str, total: int) -> Any:
             print(f"  {title}: {total} in {time.perf_counter() - started:.0f} s", file=sys.stderr, flush=True)
 
     return advance
-
-
-def cpu_flags() -> list[str]:
-    try:
-        flags = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout
-    except (OSError, subprocess.CalledProcessError):
-        return []
-    wanted = ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_bf16", "amx_int8", "amx_tile")
-    present = set(flags.split())
-    return [f for f in wanted if f in present]
 
 
 def ensure_pair(model: str, args: argparse.Namespace) -> dict[str, Path]:
