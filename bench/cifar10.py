@@ -30,19 +30,13 @@ from __future__ import annotations
 import argparse
 import copy
 import json
-import logging
 import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import matplotlib
-
-matplotlib.use("Agg")
-# torch warns about a missing CUDA runtime when NNCF loads its CPU extension; errors stay one line.
-logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)
-logging.getLogger("torch.utils._pytree").setLevel(logging.ERROR)
+import common
 import matplotlib.pyplot as plt
 
 from nncf_lossless.checker.atomic import write_json, write_text
@@ -53,8 +47,8 @@ from nncf_lossless.errors import UserError
 from nncf_lossless.training.loop import make_loaders, predict
 from nncf_lossless.training.trainer import RESULTS, export_and_check, load_compressed, run
 
-ROOT = Path(__file__).resolve().parents[1]
-BASE_CONFIG = ROOT / "configs" / "cifar10_resnet20_int8.json"
+ROOT = common.ROOT
+BASE_CONFIG = common.BASE_CONFIG
 
 # overflow_fix: this suite runs on an AVX2 CPU without VNNI, where full-range INT8 weights saturate.
 Q8 = {"algorithm": "quantization", "preset": "performance", "subset_size": 1000, "overflow_fix": "enable"}
@@ -103,24 +97,14 @@ COMPRESSION = ("quantization", "pruning")
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", type=Path, help="CIFAR-10 as train/<class>, test/<class> (folder or .zip)")
+    parser = common.parser(__doc__, "cifar10")
     parser.add_argument("--only", nargs="+", choices=list(RECIPES), help="run these recipes (default: all)")
     parser.add_argument("--rerun", action="store_true", help="run the selected recipes even if cached")
-    parser.add_argument("--report-only", action="store_true", help="rewrite the table and plot from --output")
-    parser.add_argument("--reference", type=Path, default=ROOT / "bench" / "cache" / "cifar10_resnet20_fp32.pt")
     parser.add_argument("--epochs", type=int, default=1, help="fine-tuning epochs of every trained recipe")
     parser.add_argument("--set", action="append", default=[], dest="overrides", metavar="KEY=VALUE",
                         help="more overrides of the base config, for every recipe")
-    parser.add_argument("--workdir", type=Path, default=ROOT / "bench" / "runs" / "cifar10")
-    parser.add_argument("--output", type=Path, default=ROOT / "bench" / "results" / "cifar10.json")
     parser.add_argument("--throughput-samples", type=int, default=5000)
-    args = parser.parse_args()
-    try:
-        return bench(args)
-    except UserError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    return common.run_main(bench, parser.parse_args())
 
 
 def bench(args: argparse.Namespace) -> int:
@@ -332,28 +316,10 @@ def markdown_table(rows: dict[str, Any]) -> str:
 
 
 def plot(rows: dict[str, Any], path: Path) -> None:
-    if not rows:
-        return
-    names = list(rows)
     groups = list(dict.fromkeys(r["group"] for r in rows.values()))
-    colors = {g: plt.get_cmap("tab10")(i) for i, g in enumerate(groups)}
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(12, 0.45 * len(names) + 1.5), sharey=True)
-    ys = range(len(names))
-    ax1.barh(ys, [rows[n]["ir"]["f32"]["mismatches"] for n in names], color=[colors[rows[n]["group"]] for n in names])
-    ax1.scatter([rows[n]["ir"]["default"]["mismatches"] for n in names], ys, color="black", s=12, zorder=3,
-                label="CPU default precision")
-    ax1.set_yticks(list(ys), names)
-    ax1.invert_yaxis()
-    ax1.set_xlabel(f"mismatches of {rows[names[0]]['num_samples']} (bars: OpenVINO CPU f32)")
-    ax1.legend(loc="lower right")
-    deltas = [100 * (rows[n]["ir"]["f32"]["compressed_accuracy"] - rows[n]["ir"]["f32"]["reference_accuracy"]) for n in names]
-    ax2.barh(ys, deltas, color=[colors[rows[n]["group"]] for n in names])
-    ax2.axvline(-0.3, color="grey", linestyle="--", linewidth=1)
-    ax2.set_xlabel("accuracy vs FP32 reference (points, IR f32); dashed: -0.3")
-    fig.suptitle("CIFAR-10 ResNet-20: label flips vs the FP32 reference, per recipe")
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    cmap = {g: plt.get_cmap("tab10")(i) for i, g in enumerate(groups)}
+    common.flips_plot(rows, path, "CIFAR-10 ResNet-20: label flips vs the FP32 reference, per recipe",
+                      colors=[cmap[r["group"]] for r in rows.values()])
 
 
 if __name__ == "__main__":

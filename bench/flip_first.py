@@ -25,28 +25,18 @@ import argparse
 import contextlib
 import fcntl
 import json
-import logging
 import statistics
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
-import matplotlib
-
-matplotlib.use("Agg")
-logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)
-logging.getLogger("torch.utils._pytree").setLevel(logging.ERROR)
-import matplotlib.pyplot as plt
+import common
 from cpu_flags import cpu_flags
 
 from nncf_lossless.checker.atomic import write_json, write_text
 from nncf_lossless.config import load_config
-from nncf_lossless.errors import UserError
 from nncf_lossless.training.trainer import run
-
-ROOT = Path(__file__).resolve().parents[1]
-BASE_CONFIG = ROOT / "configs" / "cifar10_resnet20_int8.json"
 
 BUDGET = {"training.epochs": 4, "dataset.max_train_samples": 5000, "dataset.validation": {"count": 2000, "seed": 0},
           "training.select_checkpoint": "fewest_mismatches", "training.num_workers": 0}
@@ -97,25 +87,15 @@ def row_name(base: str, seed: int) -> str:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", type=Path, help="CIFAR-10 as train/<class>, test/<class> (folder or .zip)")
+    parser = common.parser(__doc__, "flip_first")
     parser.add_argument("--only", nargs="+", help="rows to run, e.g. int8_qat int8_mse_fbn int8_qat_s1")
-    parser.add_argument("--report-only", action="store_true")
-    parser.add_argument("--reference", type=Path, default=ROOT / "bench" / "cache" / "cifar10_resnet20_fp32.pt")
-    parser.add_argument("--workdir", type=Path, default=ROOT / "bench" / "runs" / "flip_first")
-    parser.add_argument("--output", type=Path, default=ROOT / "bench" / "results" / "flip_first.json")
-    args = parser.parse_args()
-    try:
-        return bench(args)
-    except UserError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    return common.run_main(bench, parser.parse_args())
 
 
 def spec_of(name: str) -> dict[str, Any]:
     base, seed = name.rsplit("_s", 1) if name.rsplit("_s", 1)[-1].isdigit() else (name, "0")
     if base not in ROWS:
-        raise UserError(f"--only: unknown row {name!r}; known: {', '.join(ROWS)} (add _s1, _s2 for other seeds)")
+        raise common.UserError(f"--only: unknown row {name!r}; known: {', '.join(ROWS)} (add _s1, _s2 for other seeds)")
     entries, overrides, what = ROWS[base]
     return {"entries": entries, "overrides": {**BUDGET, **overrides, "training.seed": int(seed)}, "what": what,
             "base": base}
@@ -126,7 +106,7 @@ def cache_key(spec: dict[str, Any]) -> dict[str, Any]:
 
 
 def config_of(spec: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:
-    raw = json.loads(BASE_CONFIG.read_text())
+    raw = json.loads(common.BASE_CONFIG.read_text())
     raw["compression"] = spec["entries"]
     sets = [f"dataset.path={args.data}", f"model.checkpoint={args.reference}"]
     sets += [f"{k}={json.dumps(v)}" for k, v in spec["overrides"].items()]
@@ -138,8 +118,7 @@ def bench(args: argparse.Namespace) -> int:
     report["cpu_flags"] = cpu_flags()
     report["budget"] = BUDGET
     if not args.report_only:
-        if args.data is None or not args.data.exists():
-            raise UserError(f"--data: give the CIFAR-10 folder or zip (got {args.data})")
+        common.require_data(args)
         for name in args.only or list(ROWS):
             spec = spec_of(name)
             cached = _on_disk(args.output)["rows"].get(name)
@@ -284,31 +263,14 @@ def _ratio(x: float | None) -> str:
 
 
 def plot(rows: dict[str, Any], path: Path) -> None:
-    if not rows:
-        return
-    names = list(rows)
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(12, 0.45 * len(names) + 1.8), sharey=True)
-    ys = range(len(names))
-    ax1.barh(ys, [rows[n]["ir"]["f32"]["mismatches"] for n in names], color="tab:blue")
-    ax1.scatter([rows[n]["ir"]["default"]["mismatches"] for n in names], ys, color="black", s=12, zorder=3,
-                label=f"CPU default precision ({rows[names[0]]['ir']['default']['precision']})")
-    goals = [(y, rows[n]) for y, n in zip(ys, names) if rows[n].get("reduction_vs_plain")]
-    if goals:
-        ax1.scatter([r["ir"]["f32"]["mismatches"] * r["reduction_vs_plain"] / r["goal_reduction"] for _, r in goals],
-                    [y for y, _ in goals], marker="|", color="red", s=200, zorder=4,
-                    label="goal: group's plain / 5 (INT8) or / 3")
-    ax1.set_yticks(list(ys), names)
-    ax1.invert_yaxis()
-    ax1.set_xlabel(f"test mismatches of {rows[names[0]]['num_samples']} (bars: OpenVINO CPU f32)")
-    ax1.legend(loc="lower right")
-    deltas = [100 * (rows[n]["ir"]["f32"]["compressed_accuracy"] - rows[n]["ir"]["f32"]["reference_accuracy"]) for n in names]
-    ax2.barh(ys, deltas, color="tab:green")
-    ax2.axvline(-0.3, color="grey", linestyle="--", linewidth=1)
-    ax2.set_xlabel("accuracy vs FP32 (points, IR f32); dashed: -0.3")
-    fig.suptitle("CIFAR-10 ResNet-20 INT8 / 4-bit / 50% pruned, 5k images x 4 epochs, selected on validation: label flips per recipe")
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    def goal_marks(ax, ys):
+        goals = [(y, rows[n]) for y, n in zip(ys, rows) if rows[n].get("reduction_vs_plain")]
+        ax.scatter([r["ir"]["f32"]["mismatches"] * r["reduction_vs_plain"] / r["goal_reduction"] for _, r in goals],
+                   [y for y, _ in goals], marker="|", color="red", s=200, zorder=4,
+                   label="goal: group's plain / 5 (INT8) or / 3")
+
+    common.flips_plot(rows, path, "CIFAR-10 ResNet-20 INT8 / 4-bit / 50% pruned, 5k images x 4 epochs, selected on "
+                      "validation: label flips per recipe", decorate=goal_marks)
 
 
 if __name__ == "__main__":

@@ -27,16 +27,11 @@ from __future__ import annotations
 import argparse
 import copy
 import json
-import logging
 import sys
 from pathlib import Path
 from typing import Any
 
-import matplotlib
-
-matplotlib.use("Agg")
-logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)
-logging.getLogger("torch.utils._pytree").setLevel(logging.ERROR)
+import common
 import matplotlib.pyplot as plt
 from cpu_flags import cpu_flags
 
@@ -45,14 +40,12 @@ from nncf_lossless.config import load_config
 from nncf_lossless.errors import UserError
 from nncf_lossless.training.trainer import run
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = common.ROOT
 BASE_CONFIG = ROOT / "configs" / "cifar10_resnet20_multi_bit.json"
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", type=Path, help="CIFAR-10 as train/<class>, test/<class> (folder or .zip)")
-    parser.add_argument("--reference", type=Path, default=ROOT / "bench" / "cache" / "cifar10_resnet20_fp32.pt")
+    parser = common.parser(__doc__, "multi_bit")
     parser.add_argument("--bits", type=int, nargs="+", default=[8, 6, 4])
     parser.add_argument("--only", nargs="+", help="run these rows (multi_bit, qat_w8, ...; default: all)")
     parser.add_argument("--epochs", type=int, default=1)
@@ -60,23 +53,14 @@ def main() -> int:
     parser.add_argument("--max-test-samples", type=int, default=None)
     parser.add_argument("--set", action="append", default=[], dest="overrides", metavar="KEY=VALUE",
                         help="more overrides of the base config, for every row")
-    parser.add_argument("--report-only", action="store_true")
-    parser.add_argument("--workdir", type=Path, default=ROOT / "bench" / "runs" / "multi_bit")
-    parser.add_argument("--output", type=Path, default=ROOT / "bench" / "results" / "multi_bit.json")
-    args = parser.parse_args()
-    try:
-        return bench(args)
-    except UserError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    return common.run_main(bench, parser.parse_args())
 
 
 def bench(args: argparse.Namespace) -> int:
     report = json.loads(args.output.read_text()) if args.output.exists() else {"rows": {}}
     report["cpu_flags"] = cpu_flags()
     if not args.report_only:
-        if args.data is None or not args.data.exists():
-            raise UserError(f"--data: give the CIFAR-10 folder or zip (e.g. ../shared/data/cifar10-jpeg.zip); got {args.data}")
+        common.require_data(args)
         if not args.reference.exists():
             raise UserError(f"--reference: {args.reference} does not exist (bench/cifar10.py trains and caches it)")
         configs = row_configs(args)
@@ -187,10 +171,7 @@ def plot(report: dict[str, Any], path: Path) -> None:
     ax.set_title(f"CIFAR-10 {model} ({', '.join(report.get('cpu_flags', []))})", fontsize=8)
     ax.legend()
     fig.tight_layout()
-    tmp = path.with_suffix(".tmp.png")
-    fig.savefig(tmp, dpi=120)
-    plt.close(fig)
-    tmp.replace(path)
+    common.save_figure(fig, path)
 
 
 if __name__ == "__main__":

@@ -18,26 +18,21 @@ from __future__ import annotations
 import argparse
 import copy
 import json
-import logging
 import platform
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
-import matplotlib
-
-matplotlib.use("Agg")
-logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)
-logging.getLogger("torch.utils._pytree").setLevel(logging.ERROR)
+import common
 import matplotlib.pyplot as plt
 import numpy as np
 from cpu_flags import cpu_flags
 
 from nncf_lossless.checker.atomic import write_json, write_text
 
-ROOT = Path(__file__).resolve().parents[1]
-BASE_CONFIG = ROOT / "configs" / "cifar10_resnet20_int8.json"
+ROOT = common.ROOT
+BASE_CONFIG = common.BASE_CONFIG
 # The entries of bench/cifar10.py's PTQ rows (overflow_fix: that suite also ran on CPUs without VNNI).
 Q8 = {"algorithm": "quantization", "preset": "performance", "subset_size": 1000, "overflow_fix": "enable"}
 Q4 = {**Q8, "weights": {"bits": 4}, "activations": {"bits": 4}}
@@ -45,17 +40,12 @@ MODELS = {"int8_ptq": Q8, "4bit_ptq": Q4}
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", type=Path, default=Path("/work/shared/data/cifar10-jpeg.zip"))
-    parser.add_argument("--reference", type=Path, default=ROOT / "bench" / "cache" / "cifar10_resnet20_fp32.pt")
-    parser.add_argument("--workdir", type=Path, default=ROOT / "bench" / "runs" / "repair")
-    parser.add_argument("--output", type=Path, default=ROOT / "bench" / "results" / "repair.json")
+    parser = common.parser(__doc__, "repair", data=ROOT.parent / "shared" / "data" / "cifar10-jpeg.zip")
     parser.add_argument("--val-samples", type=int, default=5000)
     parser.add_argument("--budgets", type=float, nargs="+", default=[0.0, 0.001],
                         help="validation budgets as fractions of the validation set (default 0 and 0.1%%)")
     parser.add_argument("--precisions", nargs="+", default=["f32"], choices=["f32", "default"])
     parser.add_argument("--only", nargs="+", choices=list(MODELS), help="only these IRs")
-    parser.add_argument("--report-only", action="store_true")
     parser.add_argument("--remeasure", action="store_true",
                         help="measure the throughput of every finished row's IRs again, all in one interleaved pass")
     parser.add_argument("--throughput-samples", type=int, default=2000)
@@ -284,8 +274,7 @@ def plot(report: dict[str, Any], path: Path) -> None:
         ax.legend(fontsize=7)
     fig.suptitle(f"CIFAR-10 ResNet-20 flip repair, OpenVINO CPU ({', '.join(report.get('cpu_flags', []))})", fontsize=10)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    common.save_figure(fig, path)
 
 
 def save(report: dict[str, Any], path: Path) -> None:
