@@ -54,9 +54,11 @@ def main() -> int:
     args = parser.parse_args()
 
     report = json.loads(args.output.read_text()) if args.output.exists() else {"rows": {}}
+    # Rows keep the flags of the machine that measured them: merged files and older rows may come from another CPU.
+    _stamp_flags(report)
     report.update(cpu_flags=cpu_flags(), host=platform.node())
     for other in args.merge:
-        report["rows"].update(json.loads(other.read_text())["rows"])
+        report["rows"].update(_stamp_flags(json.loads(other.read_text()))["rows"])
     if args.remeasure:
         remeasure(report, args)
     if args.report_only or args.remeasure:
@@ -82,7 +84,7 @@ def main() -> int:
                                 test=load_npz(pair["test"]), precision=None if precision == "default" else precision,
                                 progress=log_progress, memo=memo,
                                 sources={"validation": str(pair["val"]), "test": str(pair["test"])})
-                report["rows"][name] = summarize(result, settings, time.perf_counter() - started)
+                report["rows"][name] = summarize(result, settings, time.perf_counter() - started) | {"cpu_flags": cpu_flags()}
                 save(report, args.output)
                 row = report["rows"][name]
                 print(f"{name}: test mismatches {row['test']['before']} -> {row['test']['after']}, "
@@ -90,6 +92,12 @@ def main() -> int:
                       f"of the unrepaired IR", file=sys.stderr)
     save(report, args.output)
     return 0
+
+
+def _stamp_flags(report: dict[str, Any]) -> dict[str, Any]:
+    for row in report["rows"].values():
+        row.setdefault("cpu_flags", report.get("cpu_flags", []))
+    return report
 
 
 def remeasure(report: dict[str, Any], args: argparse.Namespace) -> None:
@@ -244,10 +252,13 @@ def _r(x: float | None) -> str:
 def markdown_table(report: dict[str, Any]) -> str:
     head = ("| IR | precision | budget (of val) | val mismatches before → after | test mismatches before → after "
             "| groups in float (of) | layers in float | throughput vs unrepaired | vs FP32 IR (unrepaired → repaired) |")
-    lines = [f"CPU flags: {', '.join(report.get('cpu_flags', [])) or 'unknown'}", "", head, "|" + "---|" * (head.count("|") - 1)]
+    machines = {", ".join(r.get("cpu_flags", [])) or "unknown": None for r in report["rows"].values()}
+    names = {flags: chr(ord("A") + i) for i, flags in enumerate(machines)}
+    head = head.replace("| IR |", "| IR | CPU |")
+    lines = [f"CPU {n}: {flags}" for flags, n in names.items()] + ["", head, "|" + "---|" * (head.count("|") - 1)]
     for r in report["rows"].values():
         s = r["settings"]
-        lines.append(f"| `{s['model']}` | {r['precision']} | {s['budget']} ({100 * s['budget_fraction']:.1f}%) "
+        lines.append(f"| `{s['model']}` | {names[', '.join(r.get('cpu_flags', [])) or 'unknown']} | {r['precision']} | {s['budget']} ({100 * s['budget_fraction']:.1f}%) "
                      f"| {r['validation']['before']} → {r['validation']['after']} | **{r['test']['before']} → {r['test']['after']}** "
                      f"| {len(r['steps'][-1]['reverted_groups'])} ({r['num_groups']}) | {r['layers_reverted']} "
                      f"| {_r(r['throughput_vs_unrepaired'])} "
