@@ -70,13 +70,20 @@ ROWS: dict[str, tuple[list[dict[str, Any]], dict[str, Any], str]] = {
                             "logit matching + margin hinge (weight 1, gap 1) on the samples near a flip + frozen BN"),
     "int8_mse_fbn_wd0": ([Q8, {"algorithm": DIST, "weights": MSE}, FBN], {"training.weight_decay": 0.0},
                          "logit matching + frozen BN, no weight decay (it pulls the weights off the reference's)"),
+    "int8_mse_fbn_wd0_flip": ([Q8, {"algorithm": DIST, "weights": MSE}, FBN],
+                              {"training.weight_decay": 0.0, "training.sampling": {"mode": "flip_focused"}},
+                              "logit matching + frozen BN, no weight decay, + flip-focused sampling (floor 0.5)"),
     "int8_mse_fbn_lr01": ([Q8, {"algorithm": DIST, "weights": MSE}, FBN], {"training.lr": 0.01},
                           "logit matching + frozen BN at 5x the learning rate (0.01): the loss was still falling"),
     "w4_qat": ([Q4], {}, "plain 4-bit QAT (W4A4): cross-entropy on the labels"),
     "w4_mse_fbn": ([Q4, {"algorithm": DIST, "weights": MSE}, FBN], {}, "4-bit: logit matching, no labels + frozen BN"),
+    "w4_mse_fbn_wd0": ([Q4, {"algorithm": DIST, "weights": MSE}, FBN], {"training.weight_decay": 0.0},
+                       "4-bit: logit matching, no labels + frozen BN, no weight decay"),
     "prune50_ft": ([P50], {}, "50% magnitude pruning (constant, BN adapted): plain fine-tuning on the labels"),
     "prune50_mse_fbn": ([P50, {"algorithm": DIST, "weights": MSE}, FBN], {},
                         "50% pruning: logit matching, no labels + frozen BN"),
+    "prune50_mse_fbn_wd0": ([P50, {"algorithm": DIST, "weights": MSE}, FBN], {"training.weight_decay": 0.0},
+                            "50% pruning: logit matching, no labels + frozen BN, no weight decay"),
 }
 SEEDS = (0, 1, 2)
 # Each row is compared with its group's plain fine-tuning; the goals (mismatches <= plain / goal).
