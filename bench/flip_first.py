@@ -195,7 +195,7 @@ def run_row(name: str, spec: dict[str, Any], args: argparse.Namespace) -> dict[s
                                      "compressed_accuracy": r["compressed"]["accuracy"], "mismatches": r["mismatches"],
                                      "mismatches_reference_correct": r["mismatches_reference_correct"]}
           for r in results["openvino"]["runs"]}
-    row = {"spec": {k: v for k, v in spec.items() if k != "base"}, "base": spec["base"],
+    row = {"spec": {k: v for k, v in spec.items() if k != "base"}, "base": spec["base"], "cpu_flags": cpu_flags(),
            "seed": spec["overrides"]["training.seed"], "num_samples": results["num_samples"],
            "validation": results["validation"], "selected_epoch": results["selected_epoch"],
            "history": [{k: h[k] for k in ("epoch", "train_loss", "split", "mismatches", "compressed_accuracy") if k in h}
@@ -247,18 +247,22 @@ def seed_summary(rows: dict[str, Any]) -> dict[str, Any]:
 
 
 def markdown(report: dict[str, Any]) -> str:
-    head = ("| row | seed | what | compressed acc % (IR f32) | Δ acc vs FP32 | mismatches IR f32 | IR default | PyTorch "
+    # Rows may come from different machines (the JSON accumulates): each names its CPU, listed under the table.
+    machines = {", ".join(r.get("cpu_flags", [])) or "unknown": None for r in report["rows"].values()}
+    cpu = {flags: chr(ord("A") + i) for i, flags in enumerate(machines)}
+    head = ("| row | CPU | seed | what | compressed acc % (IR f32) | Δ acc vs FP32 | mismatches IR f32 | IR default | PyTorch "
             "| validation mismatches (selected epoch) | vs plain (goal) | step time vs plain |")
     lines = [head, "|" + "---|" * (head.count("|") - 1)]
     for name, r in report["rows"].items():
         f32, dflt = r["ir"]["f32"], r["ir"]["default"]
         sel = r["history"][r["selected_epoch"] - 1]
-        lines.append(f"| `{name}` | {r['seed']} | {r['spec']['what']} | {100 * f32['compressed_accuracy']:.2f} | "
+        lines.append(f"| `{name}` | {cpu[', '.join(r.get('cpu_flags', [])) or 'unknown']} | {r['seed']} | {r['spec']['what']} | {100 * f32['compressed_accuracy']:.2f} | "
                      f"{100 * (f32['compressed_accuracy'] - f32['reference_accuracy']):+.2f} | **{f32['mismatches']}** | "
                      f"{dflt['mismatches']} ({dflt['precision']}) | {r['pytorch']['mismatches']} | "
                      f"{sel['mismatches']} (epoch {r['selected_epoch']}) | {_ratio(r.get('reduction_vs_plain'))} "
                      f"(>= {r['goal_reduction']:.0f}x: {_met(r.get('goal_met'))}) | "
                      f"{_ratio(r.get('step_time_vs_plain'))} |")
+    lines += [""] + [f"CPU {n}: {flags}" for flags, n in cpu.items()]
     if report.get("seeds"):
         lines += ["", "| row | seeds | IR f32 mismatches | mean | stdev | accuracy mean % |", "|---|---|---|---|---|---|"]
         for base, s in report["seeds"].items():
