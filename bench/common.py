@@ -58,6 +58,16 @@ def run_main(bench: Callable[[argparse.Namespace], int], args: argparse.Namespac
         return 2
 
 
+def cpu_letters(rows: dict[str, dict[str, Any]]) -> tuple[Callable[[dict[str, Any]], str], list[str]]:
+    """Results files accumulate rows from several machines, each row keeping its ``cpu_flags``: a letter per
+    distinct flag set (A, B, ... in row order) for a table column, and the legend lines naming each letter."""
+    def key(row: dict[str, Any]) -> str:
+        return ", ".join(row.get("cpu_flags", [])) or "unknown"
+
+    letters = {k: chr(ord("A") + i) for i, k in enumerate(dict.fromkeys(key(r) for r in rows.values()))}
+    return (lambda row: letters[key(row)]), [f"CPU {n}: {flags}" for flags, n in letters.items()]
+
+
 def save_figure(fig: Any, path: Path) -> None:
     """Write ``fig`` to ``path`` atomically (a reader never sees half a PNG) and close it."""
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -247,22 +247,20 @@ def seed_summary(rows: dict[str, Any]) -> dict[str, Any]:
 
 
 def markdown(report: dict[str, Any]) -> str:
-    # Rows may come from different machines (the JSON accumulates): each names its CPU, listed under the table.
-    machines = {", ".join(r.get("cpu_flags", [])) or "unknown": None for r in report["rows"].values()}
-    cpu = {flags: chr(ord("A") + i) for i, flags in enumerate(machines)}
+    cpu, legend = common.cpu_letters(report["rows"])
     head = ("| row | CPU | seed | what | compressed acc % (IR f32) | Δ acc vs FP32 | mismatches IR f32 | IR default | PyTorch "
             "| validation mismatches (selected epoch) | vs plain (goal) | step time vs plain |")
     lines = [head, "|" + "---|" * (head.count("|") - 1)]
     for name, r in report["rows"].items():
         f32, dflt = r["ir"]["f32"], r["ir"]["default"]
         sel = r["history"][r["selected_epoch"] - 1]
-        lines.append(f"| `{name}` | {cpu[', '.join(r.get('cpu_flags', [])) or 'unknown']} | {r['seed']} | {r['spec']['what']} | {100 * f32['compressed_accuracy']:.2f} | "
+        lines.append(f"| `{name}` | {cpu(r)} | {r['seed']} | {r['spec']['what']} | {100 * f32['compressed_accuracy']:.2f} | "
                      f"{100 * (f32['compressed_accuracy'] - f32['reference_accuracy']):+.2f} | **{f32['mismatches']}** | "
                      f"{dflt['mismatches']} ({dflt['precision']}) | {r['pytorch']['mismatches']} | "
                      f"{sel['mismatches']} (epoch {r['selected_epoch']}) | {_ratio(r.get('reduction_vs_plain'))} "
                      f"(>= {r['goal_reduction']:.0f}x: {_met(r.get('goal_met'))}) | "
                      f"{_ratio(r.get('step_time_vs_plain'))} |")
-    lines += [""] + [f"CPU {n}: {flags}" for flags, n in cpu.items()]
+    lines += ["", *legend]
     if report.get("seeds"):
         lines += ["", "| row | seeds | IR f32 mismatches | mean | stdev | accuracy mean % |", "|---|---|---|---|---|---|"]
         for base, s in report["seeds"].items():

@@ -252,13 +252,12 @@ def _r(x: float | None) -> str:
 def markdown_table(report: dict[str, Any]) -> str:
     head = ("| IR | precision | budget (of val) | val mismatches before → after | test mismatches before → after "
             "| groups in float (of) | layers in float | throughput vs unrepaired | vs FP32 IR (unrepaired → repaired) |")
-    machines = {", ".join(r.get("cpu_flags", [])) or "unknown": None for r in report["rows"].values()}
-    names = {flags: chr(ord("A") + i) for i, flags in enumerate(machines)}
+    cpu, legend = common.cpu_letters(report["rows"])
     head = head.replace("| IR |", "| IR | CPU |")
-    lines = [f"CPU {n}: {flags}" for flags, n in names.items()] + ["", head, "|" + "---|" * (head.count("|") - 1)]
+    lines = [*legend, "", head, "|" + "---|" * (head.count("|") - 1)]
     for r in report["rows"].values():
         s = r["settings"]
-        lines.append(f"| `{s['model']}` | {names[', '.join(r.get('cpu_flags', [])) or 'unknown']} | {r['precision']} | {s['budget']} ({100 * s['budget_fraction']:.1f}%) "
+        lines.append(f"| `{s['model']}` | {cpu(r)} | {r['precision']} | {s['budget']} ({100 * s['budget_fraction']:.1f}%) "
                      f"| {r['validation']['before']} → {r['validation']['after']} | **{r['test']['before']} → {r['test']['after']}** "
                      f"| {len(r['steps'][-1]['reverted_groups'])} ({r['num_groups']}) | {r['layers_reverted']} "
                      f"| {_r(r['throughput_vs_unrepaired'])} "
