@@ -7,10 +7,14 @@ Found on the 4-bit PTQ IR of ``bench/repair.py`` (AMD EPYC, avx512_vnni + avx512
 reference on 2,000 test images with one stream (any thread count, LATENCY hint) and 1,100 with two
 streams (``NUM_STREAMS 2`` or the THROUGHPUT hint), each configuration deterministic on a rerun. The
 checker runs THROUGHPUT (async, several requests), and two of its runs on all 10,000 test images counted
-8,061 and 1,080 flips for that IR. The reference IR and the QAT IRs of ``bench/flip_first.py`` show no such
-spread as far as measured: their THROUGHPUT counts equal PyTorch's to within a few samples. Not yet known:
-whether this is an OpenVINO bug or a 4-bit model so close to rounding ties that any change of the kernels'
-summation order flips it (its PyTorch count was not measured). Each line below gives the
+8,061 and 1,080 flips for that IR. Which count is right: the PyTorch model the IR was exported from (NNCF
+fake quantization, rebuilt from the same config) flips 127 of those 2,000 images, with labels identical to
+the one-stream IR's (0 disagreements). The two-stream results also vary between processes: THROUGHPUT
+gave 1,187 in one run of this script and 127 in the next, and in a process that had imported torch first
+two streams gave 127. So OpenVINO CPU computes this 4-bit IR wrongly, and not always the same way, when it
+runs more than one stream (a race on state the streams share is our guess, not verified). The reference
+IR and the QAT IRs of ``bench/flip_first.py`` show no such spread as far as measured.
+Each line below gives the
 flips against the reference (compiled with one stream, f32) and whether a second pass repeats them.
 """
 
