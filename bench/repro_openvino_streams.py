@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from pathlib import Path
 
 import numpy as np
 import openvino as ov
@@ -41,6 +42,9 @@ def main() -> None:
     p.add_argument("--data", required=True, help=".npz with 'inputs'")
     p.add_argument("--samples", type=int, default=2000)
     a = p.parse_args()
+    for flag in ("reference", "compressed", "data"):
+        if not Path(getattr(a, flag)).is_file():
+            p.error(f"--{flag}: no such file {getattr(a, flag)}")
     core = ov.Core()
     x = np.load(a.data)["inputs"][: a.samples]
     ref = labels(core.compile_model(a.reference, "CPU", {"INFERENCE_PRECISION_HINT": "f32", "NUM_STREAMS": 1}), x)
