@@ -3,19 +3,16 @@
     python bench/repro_openvino_streams.py --reference R.xml --compressed C.xml --data test.npz [--samples 2000]
 
 Found on the 4-bit PTQ IR of ``bench/repair.py`` (AMD EPYC, avx512_vnni + avx512_bf16, no AMX, OpenVINO
-2026.4.1): at ``INFERENCE_PRECISION_HINT f32`` the same compiled file gave 127 label flips against the
-reference on 2,000 test images with one stream (any thread count, LATENCY hint) and 1,100 with two
-streams (``NUM_STREAMS 2`` or the THROUGHPUT hint), each configuration deterministic on a rerun. The
-checker runs THROUGHPUT (async, several requests), and two of its runs on all 10,000 test images counted
-8,061 and 1,080 flips for that IR. Which count is right: the PyTorch model the IR was exported from (NNCF
-fake quantization, rebuilt from the same config) flips 127 of those 2,000 images, with labels identical to
-the one-stream IR's (0 disagreements). The two-stream results also vary between processes: THROUGHPUT
-gave 1,187 in one run of this script and 127 in the next, and in a process that had imported torch first
-two streams gave 127. So OpenVINO CPU computes this 4-bit IR wrongly, and not always the same way, when it
-runs more than one stream (a race on state the streams share is our guess, not verified). The reference
-IR and the QAT IRs of ``bench/flip_first.py`` show no such spread as far as measured.
-Each line below gives the
-flips against the reference (compiled with one stream, f32) and whether a second pass repeats them.
+2026.4.1), f32, 2,000 test images: one stream (one or two threads, or the LATENCY hint) flips 127 labels
+against the reference, the same 127 as the PyTorch model the IR was exported from (0 disagreements).
+``NUM_STREAMS 2`` flipped 1,100; the THROUGHPUT hint 1,187 in one process and 127 in the next; two
+streams in a process that had imported torch first, 127. Within one compiled model the labels repeat, so
+the error is fixed at compile time: a race on state the streams share is our guess, not verified. The
+checker counts with THROUGHPUT; two of its runs on all 10,000 test images gave 8,061 and 1,080 for this IR.
+The reference IR and the QAT IRs of ``bench/flip_first.py`` showed no such spread as far as measured.
+
+Each output line: the configuration, the streams it got, the flips against the reference (compiled with
+one stream, f32), and whether a second pass over the same compiled model repeats them.
 """
 
 from __future__ import annotations
