@@ -7,6 +7,8 @@ whose class-0 lead over class 1 is below 0.5 flip.
 
 from __future__ import annotations
 
+import argparse
+import copy
 import json
 import subprocess
 import sys
@@ -20,11 +22,12 @@ import pytest
 import nncf_lossless
 import nncf_lossless.checker
 from nncf_lossless.checker.bundle import write_bundle
-from nncf_lossless.checker.core import DeviceError, load_samples, plan_devices, run_check
+from nncf_lossless.checker.cli import finish
+from nncf_lossless.checker.core import DeviceError, exceeding, load_samples, plan_devices, run_check
 from nncf_lossless.checker.ov_runner import compile_ir, infer, infer_async
 from nncf_lossless.checker.reports import merge, merged_markdown, to_markdown
 from nncf_lossless.cli.main import main
-from nncf_lossless.errors import DataError
+from nncf_lossless.errors import DataError, UserError
 
 PLANTED = [3, 7, 11]
 
@@ -293,3 +296,33 @@ def test_the_flip_heatmap_says_no_flips_when_there_are_none(planted, conv):
         # A colour bar is an axes of its own: only a heatmap with flips gets one.
         assert (len(fig.axes), "no flips" in texts) == ((4, False) if has_flips else (3, True))
         plt.close(fig)
+
+
+def test_mismatches_are_counted_with_one_stream_and_again_with_throughput_streams(planted):
+    report = run_check(planted["ref"], [planted["comp"]], planted["inputs"], planted["labels"],
+                       devices=["CPU"], precisions=["f32"])
+    (run,) = report["runs"]
+    assert run["streams"] == report["reference"]["streams"] == 1
+    parallel = compile_ir(planted["comp"], "CPU", "f32", throughput=True)
+    assert run["throughput"]["streams"] == parallel.streams >= 1
+    assert run["throughput"]["mismatch_ids"] == run["mismatch_ids"] == PLANTED
+    assert run["throughput"]["labels_differ_from_one_stream"] == 0
+    one = run_check(planted["ref"], [planted["comp"]], planted["inputs"], planted["labels"],
+                    devices=["CPU"], precisions=["f32"], streams="one")
+    assert "throughput" not in one["runs"][0] and one["runs"][0]["mismatch_ids"] == PLANTED
+    with pytest.raises(UserError, match="--streams: 'two' is not one of both, one"):
+        run_check(planted["ref"], [planted["comp"]], planted["inputs"], planted["labels"], streams="two")
+
+
+def test_the_gate_takes_the_worse_of_one_stream_and_throughput(planted, tmp_path, capsys):
+    """OpenVINO once gave a 4-bit IR other labels with two streams: a report where that happened fails the gate."""
+    report = run_check(planted["ref"], [planted["comp"]], planted["inputs"], planted["labels"],
+                       devices=["CPU"], precisions=["f32"])
+    assert exceeding(report, 3) == []
+    broken = copy.deepcopy(report)
+    broken["runs"][0]["throughput"].update(mismatches=9, labels_differ_from_one_stream=6)
+    assert exceeding(broken, 3) == broken["runs"]
+    assert "**6 labels differ from 1 stream**" in to_markdown(broken)
+    args = argparse.Namespace(output_dir=tmp_path / "out", max_mismatches=3)
+    assert finish(broken, args) == 1
+    assert "9 mismatches with THROUGHPUT streams > 3" in capsys.readouterr().err

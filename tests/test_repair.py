@@ -244,3 +244,27 @@ def test_a_shared_memo_gives_the_same_repair_as_a_fresh_search(pair, tmp_path):
     assert shared["reverted_groups"] == fresh["reverted_groups"] and shared["ranking"] == fresh["ranking"]
     assert shared["validation"]["repaired"]["mismatches"] == fresh["validation"]["repaired"]["mismatches"] == 0
     assert len(memo) >= size
+
+
+def test_the_search_counts_with_one_stream_and_the_report_adds_the_throughput_pass(pair, tmp_path, monkeypatch):
+    """THROUGHPUT streams are for timing: OpenVINO computed a 4-bit CIFAR-10 IR wrongly with two of them."""
+    from nncf_lossless.repair import run
+
+    hints = []
+
+    def recording(*args, throughput=False, **kwargs):
+        hints.append(throughput)
+        return compile_ir(*args, throughput=throughput, **kwargs)
+
+    monkeypatch.setattr(run, "compile_ir", recording)
+    report = run.repair(pair["reference"], pair["compressed"], load_samples(pair["val"]), tmp_path / "out",
+                        max_mismatches=2, throughput_samples=64)
+    searched = len(hints) - 3  # measure_throughput compiles the reference, the compressed and the repaired IR
+    assert searched > 3 and not any(hints[:searched]) and all(hints[searched:])
+    inputs, labels = load_samples(pair["val"])
+    fresh = run_check(pair["reference"], [pair["compressed"], tmp_path / "out" / "repaired.xml"], inputs, labels,
+                      devices=["CPU"], precisions=["f32"])["runs"]
+    for name, check in zip(("compressed", "repaired"), fresh):
+        assert report["validation"][name]["throughput_mismatches"] == check["throughput"]["mismatches"]
+        assert report["validation"][name]["throughput_labels_differ_from_one_stream"] == \
+            check["throughput"]["labels_differ_from_one_stream"]

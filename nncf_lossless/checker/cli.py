@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from .atomic import write_json, write_text
-from .core import exceeding, load_samples, run_check
+from .core import STREAM_MODES, exceeding, load_samples, run_check, worst_mismatches
 from .errors import DataError, UserError
 from .plots import plot_report
 from .reports import merge, merged_markdown, to_markdown
@@ -36,6 +36,9 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--skip-missing", action="store_true", help="list named devices that are absent instead of failing")
     p.add_argument("--max-mismatches", type=int, metavar="N",
                    help="release gate: exit with status 1 if any run has more than N mismatches")
+    p.add_argument("--streams", choices=STREAM_MODES, default="both",
+                   help="count mismatches with one stream only, or also with the THROUGHPUT hint's streams "
+                        "(default both; the gate takes the worse)")
     p.add_argument("--batch-size", type=int, default=8, help="samples per inference request (default 8)")
     p.add_argument("--top-k", type=int, default=5, help="k of the top-k agreement (default 5)")
     p.add_argument("--output-dir", type=Path, default=Path("consistency"), help="where the reports go")
@@ -77,8 +80,9 @@ def finish(report: dict[str, Any], args: argparse.Namespace) -> int:
     if args.max_mismatches is not None:
         failing = exceeding(report, args.max_mismatches)
         for run in failing:
+            where = "" if run["mismatches"] == worst_mismatches(run) else " with THROUGHPUT streams"
             print(f"gate: {Path(run['model']).name} on {run['device']} {run['precision']}: "
-                  f"{run['mismatches']} mismatches > {args.max_mismatches}", file=sys.stderr)
+                  f"{worst_mismatches(run)} mismatches{where} > {args.max_mismatches}", file=sys.stderr)
         if failing:
             return 1
     return 0
@@ -90,7 +94,7 @@ def _run(args: argparse.Namespace, reference: Path, compressed: Sequence[Path], 
     with progress_bars() as progress:
         report = run_check(reference, compressed, inputs, labels, devices=args.devices, precisions=args.precisions,
                            skip_missing=args.skip_missing, reference_logits=reference_logits,
-                           batch_size=args.batch_size, top_k=args.top_k, progress=progress)
+                           batch_size=args.batch_size, top_k=args.top_k, streams=args.streams, progress=progress)
     return finish(report, args)
 
 

@@ -26,6 +26,7 @@ class Compiled:
     device: str
     precision: str  # as the compiled model reports it, e.g. "f32", "bf16"; "unknown" if it won't say
     execution_devices: tuple[str, ...]
+    streams: int  # parallel streams the plugin set up; 0 if it won't say
 
 
 def device_family(device: str) -> str:
@@ -54,14 +55,15 @@ def compile_ir(
 
     With ``"f32"`` the accuracy execution mode is asked for too, so the plugin does not trade
     precision for speed behind the hint's back. ``throughput`` sets the THROUGHPUT performance
-    hint (several parallel requests; the arithmetic is the same). NPU never gets a precision hint
-    and compiles only static shapes: it is reshaped to ``static_shape``.
+    hint (several streams of parallel requests), else the LATENCY hint (one stream). The two
+    should compute the same labels, and the checker counts both because they need not: OpenVINO
+    2026.4 CPU gave a 4-bit IR different, wrong labels with two streams
+    (``bench/repro_openvino_streams.py``). NPU never gets a precision hint and compiles only
+    static shapes: it is reshaped to ``static_shape``.
     """
     core = core or ov.Core()
     model = path if isinstance(path, ov.Model) else core.read_model(str(path))
-    props: dict[str, str] = {}
-    if throughput:
-        props["PERFORMANCE_HINT"] = "THROUGHPUT"
+    props: dict[str, str] = {"PERFORMANCE_HINT": "THROUGHPUT" if throughput else "LATENCY"}
     if device_family(device) == "NPU":
         precision = None
         if static_shape is not None and model.input(0).get_partial_shape().is_dynamic:
@@ -76,7 +78,15 @@ def compile_ir(
         device=device,
         precision=_read_precision(compiled),
         execution_devices=tuple(compiled.get_property("EXECUTION_DEVICES")),
+        streams=_read_int(compiled, "NUM_STREAMS"),
     )
+
+
+def _read_int(compiled: ov.CompiledModel, key: str) -> int:
+    try:
+        return int(compiled.get_property(key))
+    except (RuntimeError, TypeError, ValueError):  # not every plugin exposes every property
+        return 0
 
 
 def _read_precision(compiled: ov.CompiledModel) -> str:

@@ -12,7 +12,17 @@ from typing import Any
 from .errors import DataError
 
 COLUMNS = ("host", "model", "device", "precision", "ref acc", "comp acc", "mismatches", "ref-right",
-           "top-k agree", "max drift", "img/s")
+           "THROUGHPUT mismatches", "top-k agree", "max drift", "img/s")
+
+
+def _parallel(run: dict[str, Any]) -> str:
+    """The THROUGHPUT pass in a cell; labels that differ from the one-stream run are shouted about."""
+    tp = run.get("throughput")
+    if not tp:
+        return "-"
+    cell = f"{tp['mismatches']} ({tp['streams']} streams)"
+    differ = tp["labels_differ_from_one_stream"]
+    return cell + (f" **{differ} labels differ from 1 stream**" if differ else "")
 
 
 def _row(host: str, run: dict[str, Any]) -> list[str]:
@@ -20,7 +30,7 @@ def _row(host: str, run: dict[str, Any]) -> list[str]:
         f"{run['precision']} (asked {run['requested_precision']})"
     return [host, Path(run["model"]).name, run["device"], precision,
             f"{100 * run['reference']['accuracy']:.2f}%", f"{100 * run['compressed']['accuracy']:.2f}%",
-            str(run["mismatches"]), str(run["mismatches_reference_correct"]),
+            str(run["mismatches"]), str(run["mismatches_reference_correct"]), _parallel(run),
             f"{100 * run['top_k']['reference_top1_in_compressed_topk']:.2f}% (k={run['top_k']['k']})",
             f"{run['drift']['max_abs_diff']:.4g}",
             f"{run['images_per_second']:.0f}" if run.get("images_per_second") else "-"]
@@ -43,8 +53,9 @@ def to_markdown(report: dict[str, Any], max_flips: int = 20) -> str:
         f"# Label consistency on {report['host']} (OpenVINO {report['openvino']})", "",
         (f"{report['num_samples']} samples. Ground truth: reference `{Path(ref['path']).name}` "
         f"({ref['ground_truth']}; ran in {ref['precision']} on {', '.join(ref['execution_devices'])})."),
-        ("A mismatch is a sample whose compressed top-1 differs from the reference top-1; "
-        "ref-right counts those the reference had right."), "",
+        ("A mismatch is a sample whose compressed top-1 differs from the reference top-1 (one stream); "
+        "ref-right counts those the reference had right; THROUGHPUT mismatches are the same count with the "
+        "THROUGHPUT hint's parallel streams, which should agree with one stream."), "",
     ]
     lines += _table([_row(report["host"], r) for r in report["runs"]] + _absent_rows(report["host"], report))
     if "reference_reproduction" in report:
@@ -82,7 +93,8 @@ def merge(reports: Sequence[dict[str, Any]], names: Sequence[str] | None = None)
                          **{k: run[k] for k in ("model", "device", "requested_precision", "precision",
                                                 "execution_devices", "mismatches", "mismatches_reference_correct",
                                                 "mismatch_ids", "reference", "compressed", "top_k", "drift")},
-                         "images_per_second": run.get("images_per_second")})
+                         "images_per_second": run.get("images_per_second"),
+                         **({"throughput": run["throughput"]} if "throughput" in run else {})})
         rows += [{"host": report["host"], "report": name, "device": d, "status": "absent"}
                  for d, s in report["devices"].items() if s == "absent"]
     return {"num_samples": reports[0]["num_samples"] if reports else 0, "rows": rows}

@@ -75,6 +75,12 @@ def print_summary(report: dict) -> None:
             table.add_row(split, str(m["num_samples"]), str(m["compressed"]["mismatches"]),
                           str(m["repaired"]["mismatches"]) if "repaired" in m else "-")
     Console().print(table)
+    for split in ("validation", "test"):
+        for name, m in (report.get(split) or {}).items():
+            if isinstance(m, dict) and m.get("throughput_labels_differ_from_one_stream"):
+                print(f"warning: {split}: the {name} IR gives {m['throughput_labels_differ_from_one_stream']} other labels "
+                      f"with THROUGHPUT streams than with one ({m['throughput_mismatches']} mismatches, not "
+                      f"{m['mismatches']}): deploy it with one stream or report it to OpenVINO")
     tp = report["throughput"]
     speed = ", ".join(f"{name} {ips:.0f}" for name, ips in tp["images_per_second"].items())
     print(f"images/s (best of {tp['repeats']}, {tp['num_samples']} samples): {speed}")
