@@ -223,7 +223,10 @@ def summarize(result: dict[str, Any], settings: dict[str, Any], seconds: float) 
                 "after": m["repaired"]["mismatches"] if "repaired" in m else None,
                 "compressed_accuracy_before": m["compressed"]["accuracy"],
                 "compressed_accuracy_after": m["repaired"]["accuracy"] if "repaired" in m else None,
-                "reference_accuracy": m["reference_accuracy"]}
+                "reference_accuracy": m["reference_accuracy"],
+                # The same IRs counted with the THROUGHPUT hint's streams (the checker's second pass).
+                "throughput_streams_before": m["compressed"]["throughput_mismatches"],
+                "throughput_streams_after": m["repaired"]["throughput_mismatches"] if "repaired" in m else None}
 
     tp = result["throughput"]
     return {
@@ -249,9 +252,17 @@ def _r(x: float | None) -> str:
     return "–" if x is None else f"{x:.2f}x"
 
 
+def _streams(split: dict[str, Any]) -> str:
+    """Rows measured before the checker's THROUGHPUT pass existed have no such counts."""
+    if "throughput_streams_before" not in split:
+        return "not measured"
+    return f"{split['throughput_streams_before']} → {split['throughput_streams_after']}"
+
+
 def markdown_table(report: dict[str, Any]) -> str:
     head = ("| IR | precision | budget (of val) | val mismatches before → after | test mismatches before → after "
-            "| groups in float (of) | layers in float | throughput vs unrepaired | vs FP32 IR (unrepaired → repaired) |")
+            "| test, THROUGHPUT streams | groups in float (of) | layers in float | throughput vs unrepaired "
+            "| vs FP32 IR (unrepaired → repaired) |")
     cpu, legend = common.cpu_letters(report["rows"])
     head = head.replace("| IR |", "| IR | CPU |")
     lines = [*legend, "", head, "|" + "---|" * (head.count("|") - 1)]
@@ -259,7 +270,7 @@ def markdown_table(report: dict[str, Any]) -> str:
         s = r["settings"]
         lines.append(f"| `{s['model']}` | {cpu(r)} | {r['precision']} | {s['budget']} ({100 * s['budget_fraction']:.1f}%) "
                      f"| {r['validation']['before']} → {r['validation']['after']} | **{r['test']['before']} → {r['test']['after']}** "
-                     f"| {len(r['steps'][-1]['reverted_groups'])} ({r['num_groups']}) | {r['layers_reverted']} "
+                     f"| {_streams(r['test'])} | {len(r['steps'][-1]['reverted_groups'])} ({r['num_groups']}) | {r['layers_reverted']} "
                      f"| {_r(r['throughput_vs_unrepaired'])} "
                      f"| {_r(r['unrepaired_vs_fp32'])} → {_r(r['throughput_vs_fp32'])} |")
     return "\n".join(lines) + "\n"
@@ -277,7 +288,8 @@ def plot(report: dict[str, Any], path: Path) -> None:
         axes[1].plot(speeds, [s["validation_mismatches"] for s in steps], "o-", ms=3, label=name)
     axes[0].set(xlabel="quantizer groups in float (greedy rank order)", ylabel=f"validation mismatches (of {r['validation']['samples']})",
                 yscale="symlog", title="flips along the revert order")
-    axes[1].set(xlabel="images/s of each step's IR (best of 2 interleaved passes, 1,000 test images, f32)",
+    axes[1].set(xlabel="images/s of each step's IR (f32; INT8: best of 2 interleaved THROUGHPUT passes on 1,000 test "
+                       "images; 4-bit: the search's one-stream pass)",
                 ylabel="validation mismatches",
                 yscale="symlog", title="flips vs throughput")
     for ax in axes:
