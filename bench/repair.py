@@ -277,23 +277,31 @@ def markdown_table(report: dict[str, Any]) -> str:
 
 
 def plot(report: dict[str, Any], path: Path) -> None:
+    """One greedy chain per IR (the budgets share it: the smaller one continues the larger one's search),
+    each budget's stopping point marked on it."""
     rows = report["rows"]
     if not rows:
         return
     fig, axes = plt.subplots(1, 2, figsize=(13, 4.8))
-    for name, r in rows.items():
-        steps = [s for s in r["steps"] if not s["pruned"]]
-        axes[0].plot(range(len(steps)), [s["validation_mismatches"] for s in steps], "o-", ms=3, label=name)
+    for model in dict.fromkeys(r["settings"]["model"] for r in rows.values()):
+        mine = {n: r for n, r in rows.items() if r["settings"]["model"] == model}
+        longest = max(mine.values(), key=lambda r: len([s for s in r["steps"] if not s["pruned"]]))
+        steps = [s for s in longest["steps"] if not s["pruned"]]
+        flips = [s["validation_mismatches"] for s in steps]
         speeds = [s.get("images_per_second_remeasured") or s["images_per_second"] for s in steps]
-        axes[1].plot(speeds, [s["validation_mismatches"] for s in steps], "o-", ms=3, label=name)
-    axes[0].set(xlabel="quantizer groups in float (greedy rank order)", ylabel=f"validation mismatches (of {r['validation']['samples']})",
-                yscale="symlog", title="flips along the revert order")
-    axes[1].set(xlabel="images/s of each step's IR (f32; INT8: best of 2 interleaved THROUGHPUT passes on 1,000 test "
-                       "images; 4-bit: the search's one-stream pass)",
-                ylabel="validation mismatches",
+        (line,) = axes[0].plot(range(len(steps)), flips, "o-", ms=3, label=model)
+        axes[1].plot(speeds, flips, "o-", ms=3, color=line.get_color(), label=model)
+        for r in mine.values():
+            end = r["validation"]["after"]
+            if end is not None:
+                axes[0].plot(len(r["steps"][-1]["reverted_groups"]), end, "*", ms=12, color=line.get_color())
+    axes[0].set(xlabel="quantizer groups in float (greedy rank order; stars: where each budget stopped)",
+                ylabel=f"validation mismatches (of {r['validation']['samples']})", yscale="symlog",
+                title="flips along the revert order")
+    axes[1].set(xlabel="images/s of each step's IR (f32, THROUGHPUT hint)", ylabel="validation mismatches",
                 yscale="symlog", title="flips vs throughput")
     for ax in axes:
-        ax.legend(fontsize=7)
+        ax.legend(fontsize=8)
     fig.suptitle(f"CIFAR-10 ResNet-20 flip repair, OpenVINO CPU ({', '.join(report.get('cpu_flags', []))})", fontsize=10)
     fig.tight_layout()
     common.save_figure(fig, path)

@@ -7,8 +7,10 @@ Found on the 4-bit PTQ IR of ``bench/repair.py`` (AMD EPYC, avx512_vnni + avx512
 against the reference, the same 127 as the PyTorch model the IR was exported from (0 disagreements).
 ``NUM_STREAMS 2`` flipped 1,100; the THROUGHPUT hint 1,187 in one process and 127 in the next; two
 streams in a process that had imported torch first, 127. Within one compiled model the labels repeat, so
-the error is fixed at compile time: a race on state the streams share is our guess, not verified. The
-checker counts with THROUGHPUT; two of its runs on all 10,000 test images gave 8,061 and 1,080 for this IR.
+the error is fixed at compile time: a race on state the streams share is our guess, not verified. On all
+10,000 test images, in a later process: 1,077 flips with one stream, ``NUM_STREAMS 2`` or LATENCY, 8,063 with
+THROUGHPUT, whose compiled model reports the same properties as ``NUM_STREAMS 2`` but for the hint. The
+checker now counts with one stream and again with THROUGHPUT (1,080 and 8,061 for this IR).
 The reference IR and the QAT IRs of ``bench/flip_first.py`` showed no such spread as far as measured.
 
 Each output line: the configuration, the streams it got, the flips against the reference (compiled with
