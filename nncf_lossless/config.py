@@ -109,6 +109,9 @@ TOP_LEVEL_SCHEMA: dict[str, Any] = {
                 # Which epoch's weights the run ends with: the last, or the one with the fewest
                 # mismatches (IR-measured with evaluate_ir; compressed accuracy breaks ties).
                 "select_checkpoint": {"enum": ["last", "fewest_mismatches"], "default": "last"},
+                # Evaluate, select and export an exponential moving average of the weights (decay per
+                # step, e.g. 0.99); null: the weights as the last step left them (training/weight_ema.py).
+                "ema_decay": {"type": ["number", "null"], "exclusiveMinimum": 0, "exclusiveMaximum": 1, "default": None},
                 # How each epoch draws the training images: uniformly, or oversampling the ones the
                 # compressed model flipped / the reference is unsure of (nncf_lossless/training/flip_sampler.py).
                 "sampling": {

@@ -97,10 +97,11 @@ def progress_bar(console: Console) -> Progress:
 
 def fit_epoch(model: nn.Module, loader: DataLoader, optimizer: torch.optim.Optimizer,
               lr_schedule: torch.optim.lr_scheduler.LRScheduler, ctrl: CompressionController | None,
-              console: Console, description: str, after_backward: Any = None) -> float:
+              console: Console, description: str, after_backward: Any = None, after_step: Any = None) -> float:
     """One epoch of cross-entropy plus the controller's terms (or the controller's loss alone if it
     owns the task loss); returns the mean training loss. ``after_backward()``, if given, runs
-    between the backward pass and the optimizer step (DDP: averaging gradients DDP does not own)."""
+    between the backward pass and the optimizer step (DDP: averaging gradients DDP does not own);
+    ``after_step()`` after the optimizer step (the weight average's update)."""
     model.train()
     device = next(model.parameters()).device
     if ctrl is not None:
@@ -124,6 +125,8 @@ def fit_epoch(model: nn.Module, loader: DataLoader, optimizer: torch.optim.Optim
             if after_backward is not None:
                 after_backward()
             optimizer.step()
+            if after_step is not None:
+                after_step()
             lr_schedule.step()
             if observe is not None:
                 observe(step, out, *_teacher_view(ctrl))

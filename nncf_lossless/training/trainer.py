@@ -31,6 +31,7 @@ evaluated on the test split for the record, and ``select_checkpoint`` must stay 
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import shutil
 import time
@@ -68,6 +69,7 @@ from nncf_lossless.training.reference import REFERENCE, REFERENCE_PROGRESS, load
 from nncf_lossless.training.repair_step import check_repair_config, repair_after_export, repair_requested
 from nncf_lossless.training.selection import CheckpointSelection
 from nncf_lossless.training.tuning import TUNING
+from nncf_lossless.training.weight_ema import WeightEMA
 
 CHECKPOINT = "checkpoint.pt"
 RESULTS = "results.json"
@@ -138,6 +140,7 @@ def _run(config: dict[str, Any], out: Path, resume: bool, overwrite: bool, conso
     outside_ddp = _outside(ctrl.trainable_parameters(), cmodel) if dctx.enabled else []
     optimizer = make_optimizer(ctrl.trainable_parameters(), train_cfg)
     lr_schedule = make_lr_schedule(optimizer, train_cfg, epochs * len(loaders.train))
+    ema = WeightEMA(cmodel, train_cfg["ema_decay"]) if train_cfg["ema_decay"] else None
     history: list[dict[str, Any]] = []
     epoch_seconds: list[float] = []  # wall time of each epoch's training steps (not in history: runs differ in it)
     first_epoch = 0
@@ -150,6 +153,8 @@ def _run(config: dict[str, Any], out: Path, resume: bool, overwrite: bool, conso
         epoch_seconds = list(state.get("epoch_train_seconds", []))
         if sampler is not None and state.get("sampler") is not None:
             sampler.load_state_dict(state["sampler"])
+        if ema is not None:
+            ema.load_state_dict(state["ema"])
         console.print(f"resumed from {out / CHECKPOINT} after epoch {first_epoch}")
     eval_inputs = torch.cat([x for x, _ in eval_loader]).numpy() if train_cfg["evaluate_ir"] else None
     ir_reference_logits = None
@@ -164,38 +169,42 @@ def _run(config: dict[str, Any], out: Path, resume: bool, overwrite: bool, conso
         epoch_started = time.perf_counter()
         loss = fit_epoch(train_model, loaders.train, optimizer, lr_schedule, ctrl, console,
                          description=f"fine-tuning epoch {epoch + 1}/{epochs}",
-                         after_backward=lambda: distributed.average_gradients(dctx, outside_ddp))
+                         after_backward=lambda: distributed.average_gradients(dctx, outside_ddp),
+                         after_step=None if ema is None else ema.update)
         train_seconds = time.perf_counter() - epoch_started  # the training steps alone, without evaluation
         if sampler is not None:
             sampler.end_epoch()  # every rank's flips, in the checkpoint and the next epoch's draw
         if teacher_trains:
             ref_logits, _ = evaluate(ctrl.reference, eval_loader, dctx)
-        comp_logits, _ = evaluate(cmodel, eval_loader, dctx)
-        metrics = compare(ref_logits, comp_logits, labels)
-        epoch_seconds.append(train_seconds)
-        record = {"epoch": epoch + 1, "train_loss": loss, "split": split,
-                  "compressed_accuracy": metrics["compressed"]["accuracy"], "mismatches": metrics["mismatches"],
-                  "statistics": ctrl.statistics()}
-        line = (f"fine-tuning epoch {epoch + 1}/{epochs}: loss {loss:.4f}, {split} compressed accuracy "
-                f"{metrics['compressed']['accuracy']:.2%}, mismatches {metrics['mismatches']} of {len(labels)}")
-        if train_cfg["evaluate_ir"]:
-            ir_record = None
-            if dctx.is_main:  # one OpenVINO evaluation, shared: every rank must pick the same best epoch
-                ir_metrics, ir_reference_logits = evaluate_on_ir(ctrl, out / IR_EVAL_DIR, eval_inputs, labels,
-                                                                 None if teacher_trains else ir_reference_logits)
-                ir_record = {"ir_mismatches": ir_metrics["mismatches"],
-                             "ir_compressed_accuracy": ir_metrics["compressed"]["accuracy"]}
-            record.update(distributed.broadcast_object(dctx, ir_record))
-            line += f" (on the IRs: {record['ir_mismatches']})"
-        history.append(record)
-        console.print(line)
-        if selection.offer(record) and dctx.is_main:
-            save_checkpoint({"epoch": epoch + 1, "ctrl": ctrl.state_dict()}, out / BEST)
+        # The weights scored and saved as best are the ones export would write (the averages, with ema_decay).
+        with ema.swapped() if ema is not None else contextlib.nullcontext():
+            comp_logits, _ = evaluate(cmodel, eval_loader, dctx)
+            metrics = compare(ref_logits, comp_logits, labels)
+            epoch_seconds.append(train_seconds)
+            record = {"epoch": epoch + 1, "train_loss": loss, "split": split,
+                      "compressed_accuracy": metrics["compressed"]["accuracy"], "mismatches": metrics["mismatches"],
+                      "statistics": ctrl.statistics()}
+            line = (f"fine-tuning epoch {epoch + 1}/{epochs}: loss {loss:.4f}, {split} compressed accuracy "
+                    f"{metrics['compressed']['accuracy']:.2%}, mismatches {metrics['mismatches']} of {len(labels)}")
+            if train_cfg["evaluate_ir"]:
+                ir_record = None
+                if dctx.is_main:  # one OpenVINO evaluation, shared: every rank must pick the same best epoch
+                    ir_metrics, ir_reference_logits = evaluate_on_ir(ctrl, out / IR_EVAL_DIR, eval_inputs, labels,
+                                                                     None if teacher_trains else ir_reference_logits)
+                    ir_record = {"ir_mismatches": ir_metrics["mismatches"],
+                                 "ir_compressed_accuracy": ir_metrics["compressed"]["accuracy"]}
+                record.update(distributed.broadcast_object(dctx, ir_record))
+                line += f" (on the IRs: {record['ir_mismatches']})"
+            history.append(record)
+            console.print(line)
+            if selection.offer(record) and dctx.is_main:
+                save_checkpoint({"epoch": epoch + 1, "ctrl": ctrl.state_dict()}, out / BEST)
         if dctx.is_main:
             save_checkpoint({"epoch": epoch + 1, "ctrl": ctrl.state_dict(), "optimizer": optimizer.state_dict(),
                              "lr_schedule": lr_schedule.state_dict(), "rng": torch.get_rng_state(), "history": history,
                              "best": selection.best, "world_size": dctx.world_size,
                              "sampler": None if sampler is None else sampler.state_dict(),
+                             "ema": None if ema is None else ema.state_dict(),
                              "epoch_train_seconds": epoch_seconds}, out / CHECKPOINT)
         if stop_after_epoch is not None and epoch + 1 >= stop_after_epoch and epoch + 1 < epochs:
             stopped = True
@@ -206,6 +215,9 @@ def _run(config: dict[str, Any], out: Path, resume: bool, overwrite: bool, conso
         console.print(f"stopped after epoch {len(history)} of {epochs} (stop_after_epoch); continue with --resume")
         return {"stopped_after_epoch": len(history), "history": history}
 
+    if ema is not None:  # the run ends with the averages: the last epoch's, unless selection kept another's
+        ema.copy_to_model()
+        comp_logits = None
     if selection.selected_epoch(len(history)) != len(history):
         ctrl.load_state_dict(load_checkpoint(out / BEST)["ctrl"])
         console.print(f"kept the weights of epoch {selection.best['epoch']} (select_checkpoint: fewest_mismatches)")
@@ -361,6 +373,10 @@ def load_compressed(config: dict[str, Any] | str | Path, checkpoint: str | Path 
         if "ctrl" not in state:
             raise ConfigError(f"--checkpoint: {checkpoint} is not a training checkpoint (no 'ctrl' entry)")
         ctrl, cmodel = create_compressed_model(model, config, compression_state=state["ctrl"])
+        if state.get("ema") is not None:  # checkpoint.pt of an ema_decay run: the averages are what it exports
+            ema = WeightEMA(cmodel, state["ema"]["decay"])
+            ema.load_state_dict(state["ema"])
+            ema.copy_to_model()
         return ctrl, cmodel, data
     if not config["model"]["checkpoint"]:
         raise ConfigError("model.checkpoint: without a training checkpoint, the config must name the FP32 reference weights")

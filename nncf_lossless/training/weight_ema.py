@@ -1,0 +1,74 @@
+"""Exponential moving average of the fine-tuned weights (``training.ema_decay``).
+
+Each optimizer step moves every floating-point parameter and buffer of the compressed model
+(quantizer scales included) into a shadow copy: ``shadow = decay * shadow + (1 - decay) * weight``,
+with torch's own EMA update (``torch.optim.swa_utils.get_ema_multi_avg_fn``). Evaluation,
+checkpoint selection and export see the averages; training keeps stepping the raw weights. The
+average smooths the last steps' noise, which moves near-tie samples across the decision boundary.
+
+Contract: ``update()`` after every optimizer step; ``with ema.swapped():`` the model holds the
+averages inside the block and its own weights again after it; ``copy_to_model()`` leaves the
+averages in for good. ``state_dict``/``load_state_dict`` make a resumed run bit-identical.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import torch
+from torch import nn
+from torch.optim.swa_utils import get_ema_multi_avg_fn
+
+
+class WeightEMA:
+    def __init__(self, model: nn.Module, decay: float) -> None:
+        if not 0.0 < decay < 1.0:
+            raise ValueError(f"decay must be in (0, 1), got {decay}")
+        self.decay = decay
+        self.model = model
+        self.shadow = {k: v.detach().clone() for k, v in self._live().items()}
+        self._update = get_ema_multi_avg_fn(decay)
+        self._steps = 0
+
+    def _live(self) -> dict[str, torch.Tensor]:
+        """The model's floating-point tensors now (looked up each time: a module may replace a buffer).
+        Integer buffers (BatchNorm's num_batches_tracked) have no average; they are left to the model."""
+        return {k: v for k, v in self.model.state_dict(keep_vars=True).items() if v.is_floating_point()}
+
+    @torch.no_grad()
+    def update(self) -> None:
+        live = self._live()
+        keys = list(self.shadow)
+        self._update([self.shadow[k] for k in keys], [live[k].detach() for k in keys], self._steps)
+        self._steps += 1
+
+    @torch.no_grad()
+    def _exchange(self) -> None:
+        for k, tensor in self._live().items():
+            held = tensor.detach().clone()
+            tensor.data.copy_(self.shadow[k])
+            self.shadow[k] = held
+
+    @contextmanager
+    def swapped(self) -> Iterator[None]:
+        self._exchange()
+        try:
+            yield
+        finally:
+            self._exchange()
+
+    @torch.no_grad()
+    def copy_to_model(self) -> None:
+        for k, tensor in self._live().items():
+            tensor.data.copy_(self.shadow[k])
+
+    def state_dict(self) -> dict[str, object]:
+        return {"decay": self.decay, "steps": self._steps, "shadow": {k: v.clone() for k, v in self.shadow.items()}}
+
+    def load_state_dict(self, state: dict[str, object]) -> None:
+        shadow = state["shadow"]
+        if set(shadow) != set(self.shadow):  # type: ignore[arg-type]
+            raise ValueError("the checkpoint's weight averages are for another model")
+        self.shadow = {k: v.clone() for k, v in shadow.items()}  # type: ignore[union-attr]
+        self._steps = int(state["steps"])  # type: ignore[arg-type]
