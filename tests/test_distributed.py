@@ -46,8 +46,9 @@ def _train(config_path, out, nproc: int, *extra: str) -> subprocess.CompletedPro
 def setup(tmp_path_factory, _trained_reference):
     root = tmp_path_factory.mktemp("ddp")
     save_checkpoint({"state_dict": _trained_reference.state_dict()}, root / "reference.pt")
+    # ema_decay: every rank keeps the same weight average; it is what the runs score, end with and resume.
     cfg = digits_config(model={"name": "digits_cnn", "checkpoint": str(root / "reference.pt")}, compression=ENTRIES,
-                        training={"seed": 0, "epochs": 2, "batch_size": 64, "lr": 1e-3})
+                        training={"seed": 0, "epochs": 2, "batch_size": 64, "lr": 1e-3, "ema_decay": 0.9})
     for name, export in (("export", True), ("no_export", False)):
         (root / f"{name}.json").write_text(json.dumps({**cfg, "export": {"enabled": export}}))
     full = root / "full"
@@ -89,6 +90,8 @@ def test_resumed_two_process_run_matches_an_uninterrupted_one(setup):
     expected, resumed = _final_weights(uninterrupted), _final_weights(stopped)
     assert expected.keys() == resumed.keys()
     assert all(torch.equal(expected[k], resumed[k]) for k in expected)
+    averages = [load_checkpoint(d / "checkpoint.pt")["ema"]["shadow"] for d in (uninterrupted, stopped)]
+    assert averages[0].keys() == averages[1].keys() and all(torch.equal(v, averages[1][k]) for k, v in averages[0].items())
     # Export does not change training: the exporting run ended with the same weights.
     assert all(torch.equal(expected[k], v) for k, v in _final_weights(full).items())
 

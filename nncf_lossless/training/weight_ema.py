@@ -1,10 +1,13 @@
 """Exponential moving average of the fine-tuned weights (``training.ema_decay``).
 
-Each optimizer step moves every floating-point parameter and buffer of the compressed model
-(quantizer scales included) into a shadow copy: ``shadow = decay * shadow + (1 - decay) * weight``,
-with torch's own EMA update (``torch.optim.swa_utils.get_ema_multi_avg_fn``). Evaluation,
-checkpoint selection and export see the averages; training keeps stepping the raw weights. The
-average smooths the last steps' noise, which moves near-tie samples across the decision boundary.
+Each optimizer step moves every trained parameter of the compressed model (quantizer scales
+included) into a shadow copy: ``shadow = decay * shadow + (1 - decay) * weight``, with torch's own
+EMA update (``torch.optim.swa_utils.get_ema_multi_avg_fn``). Buffers are not averaged, as in torch's
+``AveragedModel(use_buffers=False)``: BatchNorm's running statistics are moving averages already, and
+under DDP each rank updates them from its own shard after the last broadcast, so averaging them would
+give every rank a different model. Evaluation, checkpoint selection and export see the averages;
+training keeps stepping the raw weights. The average smooths the last steps' noise, which moves
+near-tie samples across the decision boundary.
 
 Contract: ``update()`` after every optimizer step; ``with ema.swapped():`` the model holds the
 averages inside the block and its own weights again after it; ``copy_to_model()`` leaves the
@@ -27,14 +30,15 @@ class WeightEMA:
             raise ValueError(f"decay must be in (0, 1), got {decay}")
         self.decay = decay
         self.model = model
-        self.shadow = {k: v.detach().clone() for k, v in self._live().items()}
+        # Trained parameters only: a frozen one (a quantizer's ``_num_bits``, which multi_bit switches) must
+        # never be blended.
+        self.shadow = {k: v.detach().clone() for k, v in model.named_parameters() if v.requires_grad and v.is_floating_point()}
         self._update = get_ema_multi_avg_fn(decay)
         self._steps = 0
 
     def _live(self) -> dict[str, torch.Tensor]:
-        """The model's floating-point tensors now (looked up each time: a module may replace a buffer).
-        Integer buffers (BatchNorm's num_batches_tracked) have no average; they are left to the model."""
-        return {k: v for k, v in self.model.state_dict(keep_vars=True).items() if v.is_floating_point()}
+        """The averaged parameters as the model holds them now (looked up each time: a module may replace one)."""
+        return {k: v for k, v in self.model.named_parameters() if k in self.shadow}
 
     @torch.no_grad()
     def update(self) -> None:
