@@ -163,7 +163,9 @@ def test_cli_gate_exit_codes_and_outputs(planted, tmp_path, capsys):
     assert main([*base, "--max-mismatches", "2", "--output-dir", str(tmp_path / "gate")]) == 1
     assert "3 mismatches > 2" in capsys.readouterr().err
     report = json.loads((tmp_path / "ok" / "consistency.json").read_text())
-    assert report["runs"][0]["mismatch_ids"] == PLANTED
+    assert report["runs"][0]["mismatch_ids"] == PLANTED == report["runs"][0]["throughput"]["mismatch_ids"]
+    assert main([*base, "--streams", "one", "--output-dir", str(tmp_path / "one")]) == 0
+    assert "throughput" not in json.loads((tmp_path / "one" / "consistency.json").read_text())["runs"][0]
     assert (tmp_path / "ok" / "consistency.md").is_file() and list((tmp_path / "ok" / "plots").glob("*.png"))
     assert main([*base, "--devices", "CPU", "GPU", "--output-dir", str(tmp_path / "x")]) == 2
     err = capsys.readouterr().err
