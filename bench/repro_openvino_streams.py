@@ -13,8 +13,9 @@ THROUGHPUT, whose compiled model reports the same properties as ``NUM_STREAMS 2`
 checker now counts with one stream and again with THROUGHPUT (1,080 and 8,061 for this IR).
 
 It depends on load: on an idle machine (2 cores) every configuration flipped the correct 127 (three runs,
-2,000 images) or 1,077 (10,000); with one busy process beside it (``--busy 1``) ``NUM_STREAMS 2`` flipped
-1,100 in two runs of two, THROUGHPUT 1,100 in one of them, and 8,063 of 10,000 for both in another run.
+2,000 images) or 1,077 (one run, 10,000); with one busy process beside it (``--busy 1``, or a busy loop
+started by hand) ``NUM_STREAMS 2`` was wrong in 4 runs of 4 and THROUGHPUT in 3 of 4 (1,100 of 2,000, or
+8,063 of 10,000).
 Load changes the threads' timing, not the arithmetic: a race between the streams, decided when the first
 requests run and then fixed for that compiled model.
 The reference IR and the QAT IRs of ``bench/flip_first.py`` showed no such spread as far as measured.
