@@ -38,6 +38,9 @@ def test_train_writes_results_with_mismatches_and_openvino_runs(tmp_path):
     assert [(r["requested_precision"], r["reference_precision"]) for r in runs] == [("f32", "f32"), ("default", "f32")]
     assert runs[0]["precision"] == "f32"
     assert runs[0]["source_vs_ir"]["reference"]["top1_disagreements"] == 0
+    # The same IR with the THROUGHPUT hint's streams: counted too, and here the same labels.
+    assert runs[0]["throughput"]["mismatches"] == runs[0]["mismatches"]
+    assert runs[0]["throughput"]["labels_differ_from_one_stream"] == 0 and runs[0]["throughput"]["streams"] >= 1
     for name in ("reference.pt", "checkpoint.pt", "config.json", "ir/reference.xml", "ir/compressed.xml"):
         assert (tmp_path / name).exists(), name
 

@@ -50,9 +50,11 @@ def check_pair(
     precisions: Sequence[str | None] = ("f32", None),
     batch_size: int = 64,
     source_logits: tuple[np.ndarray, np.ndarray] | None = None,
+    streams: str = "both",
 ) -> list[dict[str, Any]]:
     """One report per precision: accuracies, mismatches against the reference IR, flip matrix.
 
+    Counted with one stream; ``streams="both"`` adds ``throughput`` as :func:`run_check` does.
     ``source_logits`` (reference, compressed), from the framework the IRs were exported from, adds
     ``source_vs_ir``: how many top-1 labels each IR changed against its source, and the logit drift.
     """
@@ -64,6 +66,10 @@ def check_pair(
         compressed = compile_ir(compressed_xml, device, precision, core)
         comp_logits = infer(compressed, inputs, batch_size)
         report = compare(ref_logits, comp_logits, labels)
+        if streams == "both":
+            parallel = compile_ir(compressed_xml, device, precision, core, throughput=True)
+            report["throughput"] = throughput_counts(ref_logits, comp_logits, infer_async(parallel, inputs, batch_size),
+                                                     parallel.streams)
         if source_logits is not None:
             report["source_vs_ir"] = {
                 "reference": _drift(source_logits[0], ref_logits),
