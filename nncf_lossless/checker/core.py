@@ -58,6 +58,7 @@ def check_pair(
     ``source_logits`` (reference, compressed), from the framework the IRs were exported from, adds
     ``source_vs_ir``: how many top-1 labels each IR changed against its source, and the logit drift.
     """
+    _check_streams(streams)
     core = ov.Core()
     reference = compile_ir(reference_xml, "CPU", "f32", core)
     ref_logits = infer(reference, inputs, batch_size)
@@ -229,8 +230,7 @@ def run_check(
     run. ``images_per_second`` is timed in the THROUGHPUT pass when there is one.
     ``progress(title, total)`` returns a callback advanced by finished samples.
     """
-    if streams not in STREAM_MODES:
-        raise UserError(f"--streams: {streams!r} is not one of {', '.join(STREAM_MODES)}")
+    _check_streams(streams)
     core = core or ov.Core()
     inputs = np.asarray(inputs, dtype=np.float32)
     labels = np.asarray(labels)
@@ -293,6 +293,11 @@ def run_check(
                     entry["throughput"] = throughput_counts(truth, logits, parallel_logits, parallel.streams)
                 report["runs"].append(entry)
     return report
+
+
+def _check_streams(streams: str) -> None:
+    if streams not in STREAM_MODES:
+        raise UserError(f"--streams: {streams!r} is not one of {', '.join(STREAM_MODES)}")
 
 
 def throughput_counts(truth: np.ndarray, one_stream: np.ndarray, parallel: np.ndarray, streams: int) -> dict[str, Any]:
