@@ -121,6 +121,26 @@ def test_four_bit_qat_sets_bits_and_reinitialised_ranges_beat_8bit_ranges(refere
     assert err_reinit < err_naive
 
 
+def test_output_mse_range_search_runs_on_8bit_activation_ranges_and_never_moves_away(reference, calibration, monkeypatch):
+    from nncf_lossless.algorithms.quantization import low_bit
+
+    searched_qs = []
+    real = low_bit.search_ranges
+    monkeypatch.setattr(low_bit, "search_ranges", lambda m, r, qs, x: (searched_qs.extend(qs), real(m, r, qs, x)))
+    _, plain = create_compressed_model(copy.deepcopy(reference), _config({"algorithm": "quantization"}),
+                                       calibration_data=calibration)
+    assert searched_qs == []  # not asked for, not run
+    cfg = _config({"algorithm": "quantization", "range_search": "output_mse"})
+    _, searched = create_compressed_model(copy.deepcopy(reference), cfg, calibration_data=calibration)
+    found = quantizers(searched, torch.ones(1, 1, 8, 8))
+    assert [id(q) for q in searched_qs] == [id(q) for q, w in found.values() if not w]  # every activation, in order
+    # Factor 1 is in every quantizer's grid: the output can only come closer to the reference's.
+    x = torch.cat([xb for xb, _ in calibration])[:256]
+    with torch.no_grad():
+        target = reference.eval()(x)
+        assert (searched.eval()(x) - target).pow(2).mean() <= (plain.eval()(x) - target).pow(2).mean()
+
+
 @pytest.mark.parametrize("mode", ["UNSTRUCTURED_MAGNITUDE_LOCAL", "UNSTRUCTURED_MAGNITUDE_GLOBAL"])
 def test_magnitude_pruning_follows_the_multistep_schedule(reference, calibration, train_loader, mode):
     entry = {"algorithm": "pruning", "mode": mode, "ratio": 0.6,

@@ -70,6 +70,8 @@ class Quantization(AlgorithmBase):
             weight_bits=p["weights"]["bits"],
             activation_bits=p["activations"]["bits"],
         )
+        if p["range_search"] == "output_mse" and p["activations"]["bits"] == 8:  # low bits were searched just above
+            low_bit.search_activation_ranges(model, ctx.reference, ctx.example_input, dataset.get_inference_data(), 8)
         bn = p["batch_norm_adaptation"]
         if bn["enabled"]:
             nncf.batch_norm_adaptation(model, dataset, num_iterations=bn_adaptation_iterations(bn, ctx.calibration_data))

@@ -50,6 +50,13 @@ def set_bits(
         search_ranges(model, reference, changed, calibration_inputs)
 
 
+def search_activation_ranges(model: nn.Module, reference: nn.Module, example_input: torch.Tensor,
+                             calibration_inputs: Iterable[torch.Tensor], bits: int) -> None:
+    """The output-MSE shrink search on every activation quantizer at ``bits`` (``range_search: output_mse``)."""
+    qs = [q for q, is_weight in quantizers(model, example_input).values() if not is_weight and q.num_bits == bits]
+    search_ranges(model, reference, qs, calibration_inputs)
+
+
 def search_ranges(model: nn.Module, reference: nn.Module, qs: list[BaseQuantizer],
                   calibration_inputs: Iterable[torch.Tensor]) -> None:
     """Re-initialises the ranges of ``qs`` (already at their new bits) by the output-MSE shrink search."""
