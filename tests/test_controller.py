@@ -230,6 +230,16 @@ def test_quantization_without_calibration_data_is_a_config_error(reference):
         create_compressed_model(reference, _config({"algorithm": "quantization"}))
 
 
+def test_quantizer_parameters_nncf_cannot_place_are_a_one_line_config_error(reference, calibration):
+    from nncf_lossless.errors import ConfigError
+
+    entry = {"algorithm": "quantization", "activations": {"per_channel": True}}
+    with pytest.raises(ConfigError, match=r"weights/activations: NNCF's hardware config for target_device ANY .*"
+                                          r"first conflict at \S+") as err:
+        create_compressed_model(reference, _config(entry), calibration_data=calibration)
+    assert "\n" not in str(err.value)
+
+
 def test_unknown_ignored_scope_name_is_a_one_line_config_error(reference, calibration):
     from nncf_lossless.errors import ConfigError
 

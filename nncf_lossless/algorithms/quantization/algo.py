@@ -62,6 +62,13 @@ class Quantization(AlgorithmBase):
         except nncf.ValidationError as err:
             # NNCF's message for an ignored_scope naming nodes that do not exist; keep it on one line.
             raise ConfigError("ignored_scope: " + " ".join(str(err).split())) from err
+        except ValueError as err:
+            if "incompatible" not in str(err):
+                raise
+            # E.g. activations.per_channel: true, which no NNCF hardware config allows; one line, not a traceback.
+            where = str(err).rsplit("location:", 1)[-1].strip() if "location:" in str(err) else "?"
+            raise ConfigError(f"weights/activations: NNCF's hardware config for target_device {p['target_device']} "
+                              f"does not allow these quantizer parameters (first conflict at {where})") from err
         low_bit.set_bits(
             model,
             ctx.reference,
