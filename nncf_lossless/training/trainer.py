@@ -216,8 +216,7 @@ def _run(config: dict[str, Any], out: Path, resume: bool, overwrite: bool, conso
         return {"stopped_after_epoch": len(history), "history": history}
 
     if ema is not None:  # the run ends with the averages: the last epoch's, unless selection kept another's
-        ema.copy_to_model()
-        comp_logits = None
+        ema.copy_to_model()  # comp_logits were already scored with these averages swapped in
     if selection.selected_epoch(len(history)) != len(history):
         ctrl.load_state_dict(load_checkpoint(out / BEST)["ctrl"])
         console.print(f"kept the weights of epoch {selection.best['epoch']} (select_checkpoint: fewest_mismatches)")
