@@ -240,6 +240,15 @@ def test_quantizer_parameters_nncf_cannot_place_are_a_one_line_config_error(refe
     assert "\n" not in str(err.value)
 
 
+def test_full_bias_correction_which_nncf_torch_lacks_is_a_one_line_config_error(reference, calibration):
+    from nncf_lossless.errors import ConfigError
+
+    entry = {"algorithm": "quantization", "fast_bias_correction": False}
+    with pytest.raises(ConfigError, match=r"^compression\[0\]\.fast_bias_correction: NNCF 3\.\S+ quantizes PyTorch models only with "
+                                          r"fast bias correction; set it to true$"):
+        create_compressed_model(reference, _config(entry), calibration_data=calibration)
+
+
 def test_unknown_ignored_scope_name_is_a_one_line_config_error(reference, calibration):
     from nncf_lossless.errors import ConfigError
 

@@ -63,6 +63,9 @@ class Quantization(AlgorithmBase):
             # NNCF's message for an ignored_scope naming nodes that do not exist; keep it on one line.
             raise ConfigError("ignored_scope: " + " ".join(str(err).split())) from err
         except ValueError as err:
+            if "fast_bias_correction" in str(err):  # NNCF 3.4's torch backend has only the fast variant
+                raise ConfigError(f"fast_bias_correction: NNCF {nncf.__version__} quantizes PyTorch models "
+                                  f"only with fast bias correction; set it to true") from err
             if "incompatible" not in str(err):
                 raise
             # E.g. activations.per_channel: true, which no NNCF hardware config allows; one line, not a traceback.
