@@ -240,6 +240,25 @@ def test_quantizer_parameters_nncf_cannot_place_are_a_one_line_config_error(refe
     assert "\n" not in str(err.value)
 
 
+@pytest.mark.parametrize("train_ranges", [True, False])
+def test_train_ranges_false_keeps_every_quantizer_range_while_the_weights_train(reference, calibration, train_loader,
+                                                                               train_ranges):
+    from nncf.torch.quantization.layers import BaseQuantizer
+
+    entry = {"algorithm": "quantization", "subset_size": 64, "train_ranges": train_ranges}
+    ctrl, model = create_compressed_model(reference, _config(entry), calibration_data=calibration)
+    quantizers = [m for m in model.modules() if isinstance(m, BaseQuantizer)]
+    ranges = [[p.detach().clone() for p in q.parameters() if p.is_floating_point()] for q in quantizers]
+    weights = [p.detach().clone() for n, p in model.named_parameters() if n.endswith("weight")]
+    _fine_tune(ctrl, model, train_loader, epochs=1, lr=1e-2)
+    moved = [not torch.equal(a, b) for q, before in zip(quantizers, ranges)
+             for a, b in zip([p for p in q.parameters() if p.is_floating_point()], before)]
+    assert len(moved) >= len(quantizers) > 0
+    assert any(moved) == train_ranges
+    weights_after = [p for n, p in model.named_parameters() if n.endswith("weight")]
+    assert any(not torch.equal(a, b) for a, b in zip(weights, weights_after))  # the weights trained either way
+
+
 def test_full_bias_correction_which_nncf_torch_lacks_is_a_one_line_config_error(reference, calibration):
     from nncf_lossless.errors import ConfigError
 

@@ -93,6 +93,10 @@ class Quantization(AlgorithmBase):
         self.cpu_rounding.remove()
         if self.params.get("match_openvino_cpu", True):
             self.cpu_rounding = match_cpu_rounding(model, ctx.example_input)
+        if not self.params.get("train_ranges", True):
+            for module in model.modules():
+                if isinstance(module, BaseQuantizer):
+                    module.disable_gradients()  # no gradient, so no optimizer step or weight decay either
 
     def statistics(self) -> dict[str, Any]:
         bits: dict[int, int] = {}

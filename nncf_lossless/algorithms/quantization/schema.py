@@ -6,6 +6,8 @@ choice for the target device). ``range_estimator`` picks one of NNCF's
 ``RangeEstimatorParametersSet`` for the activation ranges (``null``: NNCF's default).
 ``range_search: output_mse`` then shrinks each 8-bit activation range, in graph order, to the
 factor whose model output is closest to the reference's (the search low-bit quantizers always get).
+``train_ranges: false`` keeps every quantizer's range where calibration put it: fine-tuning then
+trains only the weights (NNCF's quantizers otherwise learn their scales along with them).
 ``batch_norm_adaptation`` re-estimates BatchNorm statistics with ``nncf.batch_norm_adaptation``
 after calibration, as NNCF 2's ``initializer.batchnorm_adaptation`` did.
 """
@@ -48,6 +50,7 @@ SCHEMA: dict[str, Any] = {
         "range_search": {"enum": ["none", "output_mse"], "default": "none"},
         "batch_norm_adaptation": BN_ADAPTATION_SCHEMA,
         "match_openvino_cpu": {"type": "boolean", "default": True},
+        "train_ranges": {"type": "boolean", "default": True},
         "overflow_fix": {"enum": ["enable", "first_layer_only", "disable"], "default": "first_layer_only"},
     },
 }
