@@ -229,3 +229,25 @@ def test_trainer_resume_keeps_bn_frozen_and_ends_on_the_same_weights(tmp_path, m
     epoch2 = load_checkpoint(tmp_path / "epoch2.pt")["ctrl"]["model"]
     running = [k for k in epoch2 if k.endswith(("running_mean", "running_var", "num_batches_tracked"))]
     assert running and all(torch.equal(epoch2[k], b["ctrl"]["model"][k]) for k in running)
+
+
+def test_a_checkpoint_of_an_at_fraction_run_is_exported_again_with_the_labels_the_run_reported(tmp_path, reference_checkpoint):
+    from torch.utils.data import DataLoader
+
+    from nncf_lossless.training.loop import predict
+
+    cfg = digits_config(model={"name": "digits_cnn", "checkpoint": str(reference_checkpoint)},
+                        dataset={"name": "digits", "max_train_samples": 256},
+                        training={"epochs": 2, "batch_size": 64, "lr": 3e-3},
+                        compression=[{"algorithm": "quantization", "subset_size": 64},
+                                     {"algorithm": "frozen_bn", "at_fraction": 0.5}])
+    results = trainer.run(cfg, tmp_path / "run")
+    # What `nncf-lossless export --checkpoint` rebuilds: the schedule's fraction needs the run's length.
+    ctrl, model, data = trainer.load_compressed(tmp_path / "run" / "config.json", tmp_path / "run" / trainer.CHECKPOINT)
+    assert bn_freeze.batch_norms(model) and all(bn_freeze.is_frozen(m) for m in bn_freeze.batch_norms(model))
+    test = DataLoader(data.test, batch_size=256)
+    ref, comp = predict(ctrl.reference, test)[0].argmax(1), predict(model, test)[0].argmax(1)
+    assert int((ref != comp).sum()) == results["mismatches"]
+    paths = trainer.export_from_checkpoint(tmp_path / "run" / "config.json", tmp_path / "run" / trainer.CHECKPOINT,
+                                           tmp_path / "again")
+    assert paths["compressed"].is_file() and paths["reference"].is_file()

@@ -371,7 +371,10 @@ def load_compressed(config: dict[str, Any] | str | Path, checkpoint: str | Path 
         state = load_checkpoint(Path(checkpoint))
         if "ctrl" not in state:
             raise ConfigError(f"--checkpoint: {checkpoint} is not a training checkpoint (no 'ctrl' entry)")
-        ctrl, cmodel = create_compressed_model(model, config, compression_state=state["ctrl"])
+        # Schedules given as fractions of training (frozen_bn at_fraction) need its length to restore.
+        steps = len(make_loaders(data, config["training"]).train)
+        ctrl, cmodel = create_compressed_model(model, config, compression_state=state["ctrl"],
+                                               epochs=config["training"]["epochs"], steps_per_epoch=steps)
         if state.get("ema") is not None:  # checkpoint.pt of an ema_decay run: the averages are what it exports
             ema = WeightEMA(cmodel, state["ema"]["decay"])
             ema.load_state_dict(state["ema"])
