@@ -71,3 +71,26 @@ def test_missing_data_is_a_one_line_error(tmp_path):
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines() == [f"error: --data: {tmp_path / 'nowhere.zip'} does not exist"]
     assert not (tmp_path / "out.json").exists()
+
+
+def test_the_flip_first_development_split_is_every_training_image_no_row_trained_or_selected_on(tmp_path):
+    sys.path.insert(0, str(REPO / "bench"))
+    try:
+        from flip_first_dev import development_split
+    finally:
+        sys.path.remove(str(REPO / "bench"))
+    from nncf_lossless.config import load_config
+    from nncf_lossless.data import load_dataset
+
+    data = tiny_cifar(tmp_path / "tiny.zip")
+    config = load_config({"input_info": {"sample_size": [1, 3, 32, 32]},
+                          "dataset": {"name": "image_folder", "path": str(data), "max_train_samples": 12,
+                                      "validation": {"count": 6}},
+                          "compression": [{"algorithm": "quantization"}]})
+    x, y, ids = development_split(config)
+    used = load_dataset(config["dataset"]).split_ids
+    assert len(ids) == len(y) == len(x) == 36 - 6 - 12 and len(set(ids)) == len(ids)
+    for split in ("train", "validation", "test"):
+        assert not set(ids) & set(used[split]), split
+    assert set(ids) | set(used["train"]) | set(used["validation"]) == set(range(36))  # the whole training folder
+    assert x.shape[1:] == (3, 32, 32) and x.dtype == np.float32
