@@ -40,6 +40,7 @@ from nncf_lossless.training.trainer import run
 
 BUDGET = {"training.epochs": 4, "dataset.max_train_samples": 5000, "dataset.validation": {"count": 2000, "seed": 0},
           "training.select_checkpoint": "fewest_mismatches", "training.num_workers": 0}
+BUDGET_X4 = {"training.epochs": 8, "dataset.max_train_samples": 10000}
 Q8 = {"algorithm": "quantization", "preset": "performance", "subset_size": 1000}
 FBN = {"algorithm": "frozen_bn", "at_fraction": 0.0}
 MSE = {"label_ce": 0.0, "kd": 0.0, "mse": 1.0}
@@ -107,6 +108,38 @@ ROWS: dict[str, tuple[list[dict[str, Any]], dict[str, Any], str]] = {
                             "logit matching + frozen BN from activation ranges shrunk for the output closest to the reference's"),
     "int8_mse_fbn_hist_outmse": ([{**Q8H, "range_search": "output_mse"}, {"algorithm": DIST, "weights": MSE}, FBN], {},
                                  "logit matching + frozen BN from histogram ranges, then shrunk for the closest output"),
+    # NNCF's default overflow fix quantizes the stem conv's weights to half their range (7 bits) for AVX2-only CPUs.
+    "int8_qat_of0": ([{**Q8, "overflow_fix": "disable"}], {},
+                     "plain NNCF QAT with full 8-bit stem weights (overflow_fix disable): the scheme alone"),
+    "int8_mse_fbn_hist_of0": ([{**Q8H, "overflow_fix": "disable"}, {"algorithm": DIST, "weights": MSE}, FBN], {},
+                              "logit matching + frozen BN from histogram ranges, full 8-bit stem weights (overflow_fix disable)"),
+    # The budget is 4 x 5,000 images; how many optimizer steps it makes of them is the recipe's choice.
+    "int8_mse_fbn_hist_bs32": ([Q8H, {"algorithm": DIST, "weights": MSE}, FBN], {"training.batch_size": 32},
+                               "logit matching + frozen BN from histogram ranges, batch 32 (4x the steps on the same images)"),
+    "int8_mse_fbn_hist_lr003": ([Q8H, {"algorithm": DIST, "weights": MSE}, FBN], {"training.lr": 0.003},
+                                "logit matching + frozen BN from histogram ranges at learning rate 0.003 (0.01 diverged)"),
+    "int8_mse_fbn_hist_adam": ([Q8H, {"algorithm": DIST, "weights": MSE}, FBN],
+                               {"training.optimizer": "adam", "training.lr": 0.00005, "training.weight_decay": 0.0},
+                               "logit matching + frozen BN from histogram ranges, Adam 5e-5 (per-parameter steps: ranges too)"),
+    # Validation flips are 5-11 of 2,000 per epoch (binomial noise ~ +-3) while the loss keeps falling.
+    "int8_mse_fbn_hist_last": ([Q8H, {"algorithm": DIST, "weights": MSE}, FBN], {"training.select_checkpoint": "last"},
+                               "logit matching + frozen BN from histogram ranges, the last epoch kept (no selection)"),
+    # Rows that keep the last epoch: on the 43,000 unused training images (bench/flip_first_dev.py) the last
+    # epoch of int8_mse_fbn_hist flipped fewer than the one its 2,000 validation images picked, at both seeds where they differ.
+    "int8_mse_fbn_hist_last_hints": ([Q8H, {"algorithm": DIST, "weights": MSE},
+                                      {"algorithm": "hint_distillation", "hint_points": "auto", "num_points": 3}, FBN],
+                                     {"training.select_checkpoint": "last"},
+                                     "logit matching + frozen BN + histogram ranges, last epoch, + FitNets hints at 3 CKA-clustered layers"),
+    "int8_mse_fbn_hist5k_last": ([{**Q8H, "subset_size": 5000}, {"algorithm": DIST, "weights": MSE}, FBN],
+                                 {"training.select_checkpoint": "last"},
+                                 "logit matching + frozen BN from histogram ranges on 5,000 calibration images, last epoch"),
+    # The quantizers learn their scales by default; histogram ranges are already those of least quantization error.
+    "int8_mse_fbn_hist5k_fixed": ([{**Q8H, "subset_size": 5000, "train_ranges": False}, {"algorithm": DIST, "weights": MSE},
+                                   FBN], {}, "logit matching + frozen BN from histogram ranges on 5,000 images, ranges not trained"),
+    # A 4x budget (8 epochs x 10,000 images; same validation split): does the gap to plain QAT grow with training?
+    "int8_qat_x4": ([Q8], BUDGET_X4, "plain NNCF QAT at 4x the budget (8 epochs x 10,000 images)"),
+    "int8_mse_fbn_hist_x4": ([Q8H, {"algorithm": DIST, "weights": MSE}, FBN], BUDGET_X4,
+                             "the shipped recipe (histogram ranges + logit matching + frozen BN) at 4x the budget"),
     "fp32_mse_fbn": ([{"algorithm": DIST, "weights": MSE}, FBN], {},
                      "diagnostic, not compressed: the FP32 model fine-tuned as the recipe does (the flips training alone makes)"),
     "w4_qat": ([Q4], {}, "plain 4-bit QAT (W4A4): cross-entropy on the labels"),
@@ -126,6 +159,12 @@ SEEDS = (0, 1, 2)
 # Each row is compared with its group's plain fine-tuning; the issue's goals (mismatches <= plain / goal).
 PLAIN = {"int8": "int8_qat", "w4": "w4_qat", "prune50": "prune50_ft", "fp32": "int8_qat"}
 GOAL = {"int8": 5.0, "w4": 3.0, "prune50": 3.0, "fp32": None}  # fp32: a diagnostic row, no goal
+
+
+def plain_of(base: str) -> str:
+    """The plain fine-tuning row a row is compared with: its group's, at the same budget."""
+    plain = PLAIN[group_of(base)]
+    return plain + "_x4" if base.endswith("_x4") else plain
 
 
 def group_of(base: str) -> str:
@@ -251,11 +290,11 @@ def run_row(name: str, spec: dict[str, Any], args: argparse.Namespace) -> dict[s
 def save(report: dict[str, Any], path: Path) -> None:
     rows = report["rows"]
     for row in rows.values():
-        plain = rows.get(row_name(PLAIN[group_of(row["base"])], row["seed"]))
+        plain = rows.get(row_name(plain_of(row["base"]), row["seed"]))
         m, pm = row["ir"]["f32"]["mismatches"], plain["ir"]["f32"]["mismatches"] if plain else None
         row["reduction_vs_plain"] = None if pm is None else (pm / m if m else float("inf"))
         row["goal_reduction"] = GOAL[group_of(row["base"])]
-        is_plain = row["base"] in PLAIN.values()
+        is_plain = row["base"] == plain_of(row["base"])
         row["goal_met"] = (None if row["reduction_vs_plain"] is None or is_plain or row["goal_reduction"] is None
                            else row["reduction_vs_plain"] >= row["goal_reduction"])
         row["step_time_vs_plain"] = (row["step_seconds"] / plain["step_seconds"]
