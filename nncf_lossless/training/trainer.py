@@ -367,14 +367,14 @@ def load_compressed(config: dict[str, Any] | str | Path, checkpoint: str | Path 
     data = load_dataset(config["dataset"], seed=config["training"]["seed"])
     model = build_model(config["model"], num_classes=len(data.class_names), in_channels=data.sample_size[1])
     model.to(resolve_device(config["training"]["device"]))
+    loaders = make_loaders(data, config["training"])
     if checkpoint is not None:
         state = load_checkpoint(Path(checkpoint))
         if "ctrl" not in state:
             raise ConfigError(f"--checkpoint: {checkpoint} is not a training checkpoint (no 'ctrl' entry)")
         # Schedules given as fractions of training (frozen_bn at_fraction) need its length to restore.
-        steps = len(make_loaders(data, config["training"]).train)
         ctrl, cmodel = create_compressed_model(model, config, compression_state=state["ctrl"],
-                                               epochs=config["training"]["epochs"], steps_per_epoch=steps)
+                                               epochs=config["training"]["epochs"], steps_per_epoch=len(loaders.train))
         if state.get("ema") is not None:  # checkpoint.pt of an ema_decay run: the averages are what it exports
             ema = WeightEMA(cmodel, state["ema"]["decay"])
             ema.load_state_dict(state["ema"])
@@ -382,7 +382,6 @@ def load_compressed(config: dict[str, Any] | str | Path, checkpoint: str | Path 
         return ctrl, cmodel, data
     if not config["model"]["checkpoint"]:
         raise ConfigError("model.checkpoint: without a training checkpoint, the config must name the FP32 reference weights")
-    loaders = make_loaders(data, config["training"])
     load_or_train_reference(model, config, loaders, Path("."), Console(stderr=True))  # loads: the file exists
     ctrl, cmodel = create_compressed_model(model, config, calibration_data=loaders.calibration)
     return ctrl, cmodel, data
