@@ -125,3 +125,28 @@ def test_selection_reads_only_validation_and_the_test_split_only_after_it(tmp_pa
     assert results["validation"] == {"source": "fraction 0.2 of the training split (seed 0, stratified)", "size": 269,
                                      "held_out_of_reference_training": True}
     assert all(h["split"] == "validation" for h in results["history"]) and results["num_samples"] == 450
+
+
+def test_selection_passes_over_epochs_that_are_not_fully_compressed():
+    selection = selection_module.CheckpointSelection("fewest_mismatches")
+    assert selection.offer({"epoch": 1, "split": "validation", "mismatches": 9, "compressed_accuracy": 0.9,
+                            "fully_compressed": True})
+    assert not selection.offer({"epoch": 2, "split": "validation", "mismatches": 0, "compressed_accuracy": 1.0,
+                                "fully_compressed": False})
+    assert selection.selected_epoch(2) == 1
+
+
+def test_a_pruning_schedule_is_never_selected_before_it_reaches_its_ratio(tmp_path):
+    """Epoch 1 prunes 5% and flips fewer than epoch 2 at 90%: the run must still end pruned at 90%."""
+    cfg = digits_config(dataset={"name": "digits", "validation": {"fraction": 0.2}},
+                        training={"seed": 0, "epochs": 2, "batch_size": 64, "lr": 1e-3,
+                                  "select_checkpoint": "fewest_mismatches", "reference": {"epochs": 3, "lr": 3e-3}},
+                        compression=[{"algorithm": "pruning", "ratio": 0.9,
+                                      "schedule": {"type": "multistep", "steps": {"0": 0.05, "1": 0.9}}}],
+                        export={"enabled": False})
+    results = trainer.run(cfg, tmp_path)
+    first, second = results["history"]
+    assert first["mismatches"] < second["mismatches"], "the premise: the lightly pruned epoch flips fewer"
+    assert (first["fully_compressed"], second["fully_compressed"]) == (False, True)
+    assert results["selected_epoch"] == 2
+    assert results["statistics"]["pruning"]["pruned_ratio"] > 0.85

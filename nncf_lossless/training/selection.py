@@ -4,6 +4,9 @@
 (IR-measured when the record has ``ir_mismatches``; compressed accuracy breaks ties), scored on the
 records the trainer gives it, which must come from the validation split (``"split": "validation"``):
 a record scored on the test split is refused, so the reported test numbers are never selected ones.
+As in NNCF 2's samples, only fully compressed epochs are candidates (a record with
+``"fully_compressed": false``, e.g. an epoch before a pruning schedule reaches its ratio, is passed
+over): the kept weights are always compressed as the config asks.
 """
 
 from __future__ import annotations
@@ -29,6 +32,8 @@ class CheckpointSelection:
             return False
         if record.get("split") != "validation":
             raise ValueError(f"checkpoint selection scores the validation split only, got a record of {record.get('split')!r}")
+        if not record.get("fully_compressed", True):
+            return False
         score = self.score(record)
         if self.best is not None and score >= self.best["score"]:
             return False

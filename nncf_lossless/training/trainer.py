@@ -25,7 +25,8 @@ an uninterrupted one; a different number of processes resumes too, on its own sh
 
 With ``dataset.validation``, each epoch is evaluated on the validation split only (``history``
 records say ``"split": "validation"``), checkpoint selection and ``weights: "auto"`` score there,
-and the test split is read only after the last epoch, to report. Without it, each epoch is
+and the test split is read only after the last epoch, to report. Selection considers only fully
+compressed epochs (NNCF 2's rule): never one before a pruning schedule reaches its ratio. Without it, each epoch is
 evaluated on the test split for the record, and ``select_checkpoint`` must stay ``last``.
 """
 
@@ -44,6 +45,7 @@ from rich.console import Console
 from torch import nn
 
 from nncf_lossless import distributed
+from nncf_lossless.algorithm import CompressionStage
 from nncf_lossless.checker.core import check_pair
 from nncf_lossless.checker.metrics import compare
 from nncf_lossless.checkpoint import load_checkpoint, save_checkpoint, write_json
@@ -183,6 +185,7 @@ def _run(config: dict[str, Any], out: Path, resume: bool, overwrite: bool, conso
             epoch_seconds.append(train_seconds)
             record = {"epoch": epoch + 1, "train_loss": loss, "split": split,
                       "compressed_accuracy": metrics["compressed"]["accuracy"], "mismatches": metrics["mismatches"],
+                      "fully_compressed": ctrl.compression_stage() == CompressionStage.FULLY_COMPRESSED,
                       "statistics": ctrl.statistics()}
             line = (f"fine-tuning epoch {epoch + 1}/{epochs}: loss {loss:.4f}, {split} compressed accuracy "
                     f"{metrics['compressed']['accuracy']:.2%}, mismatches {metrics['mismatches']} of {len(labels)}")
@@ -217,6 +220,9 @@ def _run(config: dict[str, Any], out: Path, resume: bool, overwrite: bool, conso
 
     if ema is not None:  # the run ends with the averages: the last epoch's, unless selection kept another's
         ema.copy_to_model()  # comp_logits were already scored with these averages swapped in
+    if selection.mode == "fewest_mismatches" and selection.best is None:
+        console.print("select_checkpoint: no epoch was fully compressed (a schedule ends after training): "
+                      "kept the last epoch's weights")
     if selection.selected_epoch(len(history)) != len(history):
         ctrl.load_state_dict(load_checkpoint(out / BEST)["ctrl"])
         console.print(f"kept the weights of epoch {selection.best['epoch']} (select_checkpoint: fewest_mismatches)")
