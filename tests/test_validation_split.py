@@ -150,3 +150,14 @@ def test_a_pruning_schedule_is_never_selected_before_it_reaches_its_ratio(tmp_pa
     assert (first["fully_compressed"], second["fully_compressed"]) == (False, True)
     assert results["selected_epoch"] == 2
     assert results["statistics"]["pruning"]["pruned_ratio"] > 0.85
+
+
+def test_a_diverging_run_stops_with_a_one_line_error_and_keeps_no_nan_checkpoint(tmp_path):
+    cfg = digits_config(training={"seed": 0, "epochs": 2, "batch_size": 64, "lr": 1e30, "momentum": 0.9,
+                                  "reference": {"epochs": 1, "lr": 3e-3}},
+                        export={"enabled": False})
+    with pytest.raises(ConfigError) as err:
+        trainer.run(cfg, tmp_path)
+    assert str(err.value) == ("training.lr: fine-tuning diverged in epoch 1 (the weights are no longer finite); "
+                              "lower the learning rate (1e+30 now)")
+    assert not (tmp_path / "results.json").exists() and not (tmp_path / "checkpoint.pt").exists()

@@ -174,6 +174,11 @@ def _run(config: dict[str, Any], out: Path, resume: bool, overwrite: bool, conso
                          after_backward=lambda: distributed.average_gradients(dctx, outside_ddp),
                          after_step=None if ema is None else ema.update)
         train_seconds = time.perf_counter() - epoch_started  # the training steps alone, without evaluation
+        # Checked on the weights, which DDP keeps equal on every rank (a rank-local loss would let one rank leave
+        # alone), and before this epoch's checkpoint, so the last one on disk is still a finite model.
+        if not all(torch.isfinite(p).all() for p in cmodel.parameters()):
+            raise ConfigError(f"training.lr: fine-tuning diverged in epoch {epoch + 1} (the weights are no longer "
+                              f"finite); lower the learning rate ({train_cfg['lr']} now)")
         if sampler is not None:
             sampler.end_epoch()  # every rank's flips, in the checkpoint and the next epoch's draw
         if teacher_trains:
