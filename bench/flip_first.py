@@ -121,6 +121,15 @@ ROWS: dict[str, tuple[list[dict[str, Any]], dict[str, Any], str]] = {
     "int8_mse_fbn_hist_adam": ([Q8H, {"algorithm": DIST, "weights": MSE}, FBN],
                                {"training.optimizer": "adam", "training.lr": 0.00005, "training.weight_decay": 0.0},
                                "logit matching + frozen BN from histogram ranges, Adam 5e-5 (per-parameter steps: ranges too)"),
+    "int8_mse_fbn_hist5k_adam": ([{**Q8H, "subset_size": 5000}, {"algorithm": DIST, "weights": MSE}, FBN],
+                                 {"training.optimizer": "adam", "training.lr": 0.00005, "training.weight_decay": 0.0},
+                                 "the shipped recipe (histogram ranges on 5,000 images) with Adam 5e-5, no weight decay"),
+    "int8_mse_fbn_hist5k_adam1e4": ([{**Q8H, "subset_size": 5000}, {"algorithm": DIST, "weights": MSE}, FBN],
+                                    {"training.optimizer": "adam", "training.lr": 0.0001, "training.weight_decay": 0.0},
+                                    "the shipped recipe with Adam 1e-4, no weight decay"),
+    "int8_mse_fbn_hist5k_adam2e5": ([{**Q8H, "subset_size": 5000}, {"algorithm": DIST, "weights": MSE}, FBN],
+                                    {"training.optimizer": "adam", "training.lr": 0.000025, "training.weight_decay": 0.0},
+                                    "the shipped recipe with Adam 2.5e-5, no weight decay"),
     # Validation flips are 5-11 of 2,000 per epoch (binomial noise ~ +-3) while the loss keeps falling.
     "int8_mse_fbn_hist_last": ([Q8H, {"algorithm": DIST, "weights": MSE}, FBN], {"training.select_checkpoint": "last"},
                                "logit matching + frozen BN from histogram ranges, the last epoch kept (no selection)"),
@@ -136,6 +145,17 @@ ROWS: dict[str, tuple[list[dict[str, Any]], dict[str, Any], str]] = {
     # The quantizers learn their scales by default; histogram ranges are already those of least quantization error.
     "int8_mse_fbn_hist5k_fixed": ([{**Q8H, "subset_size": 5000, "train_ranges": False}, {"algorithm": DIST, "weights": MSE},
                                    FBN], {}, "logit matching + frozen BN from histogram ranges on 5,000 images, ranges not trained"),
+    # The model input is the one activation whose quantization NNCF cannot fit to a ReLU: per-channel normalised pixels
+    # on three grids that no per-tensor grid matches (bench/flip_sources.py: switching it off removed the most flips).
+    "int8_qat_stemfloat": ([{**Q8, "ignored_scope": {"names": ["stem/0/conv2d/0"]}}], {},
+                           "plain NNCF QAT with the stem conv (1% of the MACs) and its input left in float: the scope alone"),
+    "int8_mse_fbn_hist5k_stemfloat": ([{**Q8H, "subset_size": 5000, "ignored_scope": {"names": ["stem/0/conv2d/0"]}},
+                                       {"algorithm": DIST, "weights": MSE}, FBN], {},
+                                      "the shipped recipe with the stem conv and its input left in float (1% of the MACs)"),
+    # Deployment sees un-augmented images; the crops and flips spend the budget on inputs the reference never meets there.
+    "int8_mse_fbn_hist5k_noaug": ([{**Q8H, "subset_size": 5000}, {"algorithm": DIST, "weights": MSE}, FBN],
+                                  {"dataset.augment": False},
+                                  "logit matching + frozen BN from histogram ranges on 5,000 images, no augmentation"),
     # A 4x budget (8 epochs x 10,000 images; same validation split): does the gap to plain QAT grow with training?
     "int8_qat_x4": ([Q8], BUDGET_X4, "plain NNCF QAT at 4x the budget (8 epochs x 10,000 images)"),
     "int8_mse_fbn_hist_x4": ([Q8H, {"algorithm": DIST, "weights": MSE}, FBN], BUDGET_X4,
@@ -152,6 +172,28 @@ ROWS: dict[str, tuple[list[dict[str, Any]], dict[str, Any], str]] = {
     "prune50_ft": ([P50], {}, "50% magnitude pruning (constant, BN adapted): plain fine-tuning on the labels"),
     "prune50_mse_fbn": ([P50, {"algorithm": DIST, "weights": MSE}, FBN], {},
                         "50% pruning: logit matching, no labels + frozen BN"),
+    # One-shot 50% removes half the weights before any training; a schedule lets the rest take over step by step.
+    "prune50_mse_fbn_gradual": ([{**P50, "schedule": {"type": "multistep", "steps": {"0": 0.25, "1": 0.4, "2": 0.5}}},
+                                 {"algorithm": DIST, "weights": MSE}, {"algorithm": "frozen_bn", "at_fraction": 0.5}], {},
+                                "50% pruning reached gradually (25/40/50% at epochs 0/1/2) + logit matching, BN frozen at epoch 2"),
+    # Local magnitude pruning takes half of every layer, the 432-weight stem and the classifier too; global ranks all weights.
+    "prune50_mse_fbn_global": ([{**P50, "mode": "UNSTRUCTURED_MAGNITUDE_GLOBAL"}, {"algorithm": DIST, "weights": MSE}, FBN], {},
+                               "50% pruning by global magnitude (layers lose what their weights' sizes say) + logit matching + frozen BN"),
+    "prune50_mse_fbn_lr005": ([P50, {"algorithm": DIST, "weights": MSE}, FBN], {"training.lr": 0.005},
+                              "50% pruning: logit matching + frozen BN at 2.5x the learning rate (0.005): half the weights to relearn"),
+    # At 0.005 with BN frozen the loss went to NaN within 5 steps (grad norm 50 -> inf); with BN training it fell.
+    "prune50_mse_lr005": ([P50, {"algorithm": DIST, "weights": MSE}], {"training.lr": 0.005},
+                          "50% pruning: logit matching at 0.005 with BatchNorm training (not frozen)"),
+    "prune50_mse_fbn50_lr005": ([P50, {"algorithm": DIST, "weights": MSE}, {"algorithm": "frozen_bn", "at_fraction": 0.5}],
+                                {"training.lr": 0.005}, "50% pruning: logit matching at 0.005, BatchNorm frozen from half-way"),
+    "prune50_mse_fbn_adam": ([P50, {"algorithm": DIST, "weights": MSE}, FBN],
+                             {"training.optimizer": "adam", "training.lr": 0.0002, "training.weight_decay": 0.0},
+                             "50% pruning: logit matching + frozen BN with Adam 2e-4 (per-parameter steps), no weight decay"),
+    "prune50_mse_lr01": ([P50, {"algorithm": DIST, "weights": MSE}], {"training.lr": 0.01},
+                         "50% pruning: logit matching at 0.01 with BatchNorm training"),
+    "prune50_mse_global_lr005": ([{**P50, "mode": "UNSTRUCTURED_MAGNITUDE_GLOBAL"}, {"algorithm": DIST, "weights": MSE}],
+                                 {"training.lr": 0.005}, "50% pruning by global magnitude: logit matching at 0.005, BatchNorm training"),
+    "prune50_ft_lr005": ([P50], {"training.lr": 0.005}, "50% pruning: plain fine-tuning on the labels at 0.005 (the lr alone)"),
     "prune50_mse_fbn_wd0": ([P50, {"algorithm": DIST, "weights": MSE}, FBN], {"training.weight_decay": 0.0},
                             "50% pruning: logit matching, no labels + frozen BN, no weight decay"),
 }
