@@ -94,3 +94,18 @@ def test_the_flip_first_development_split_is_every_training_image_no_row_trained
         assert not set(ids) & set(used[split]), split
     assert set(ids) | set(used["train"]) | set(used["validation"]) == set(range(36))  # the whole training folder
     assert x.shape[1:] == (3, 32, 32) and x.dtype == np.float32
+
+
+def test_flip_margins_bins_each_image_by_the_reference_margin_and_counts_its_flips():
+    sys.path.insert(0, str(REPO / "bench"))
+    try:
+        from flip_margins import EDGES, by_bin, margins
+    finally:
+        sys.path.remove(str(REPO / "bench"))
+    logits = np.log(np.array([[0.505, 0.49, 0.005], [0.6, 0.3, 0.1], [0.98, 0.01, 0.01], [0.05, 0.15, 0.8]]))
+    m = margins(logits)
+    assert np.allclose(m, [0.015, 0.3, 0.97, 0.65])
+    bins = by_bin(m, np.array([True, True, False, False]))
+    assert len(bins) == len(EDGES) - 1 and sum(b["images"] for b in bins) == 4
+    counts = {(b["margin_from"], b["margin_to"]): (b["images"], b["flips"]) for b in bins if b["images"]}
+    assert counts == {(0.01, 0.02): (1, 1), (0.2, 0.5): (1, 1), (0.5, 1.0): (2, 0)}
