@@ -166,6 +166,12 @@ ROWS: dict[str, tuple[list[dict[str, Any]], dict[str, Any], str]] = {
     "w4_mse_fbn": ([Q4, {"algorithm": DIST, "weights": MSE}, FBN], {}, "4-bit: logit matching, no labels + frozen BN"),
     "w4_mse_fbn_wd0": ([Q4, {"algorithm": DIST, "weights": MSE}, FBN], {"training.weight_decay": 0.0},
                        "4-bit: logit matching, no labels + frozen BN, no weight decay"),
+    # As at 50% pruning: BN frozen from step 0 caps the learning rate; the 4-bit student has more to relearn.
+    "w4_mse_lr005": ([Q4, {"algorithm": DIST, "weights": MSE}], {"training.lr": 0.005, "training.weight_decay": 0.0},
+                     "4-bit: logit matching at 0.005 with BatchNorm training, no weight decay"),
+    "w4_mse_fbn50_lr005": ([Q4, {"algorithm": DIST, "weights": MSE}, {"algorithm": "frozen_bn", "at_fraction": 0.5}],
+                           {"training.lr": 0.005, "training.weight_decay": 0.0},
+                           "4-bit: logit matching at 0.005, BatchNorm frozen from half-way, no weight decay"),
     "w4_qat_hist": ([Q4H], {}, "plain 4-bit QAT from histogram-fitted activation ranges: the calibration alone"),
     "w4_mse_fbn_hist_wd0": ([Q4H, {"algorithm": DIST, "weights": MSE}, FBN], {"training.weight_decay": 0.0},
                             "4-bit: logit matching + frozen BN from histogram-fitted ranges, no weight decay"),
