@@ -25,9 +25,9 @@ an uninterrupted one; a different number of processes resumes too, on its own sh
 
 With ``dataset.validation``, each epoch is evaluated on the validation split only (``history``
 records say ``"split": "validation"``), checkpoint selection and ``weights: "auto"`` score there,
-and the test split is read only after the last epoch, to report. Selection considers only fully
-compressed epochs (NNCF 2's rule): never one before a pruning schedule reaches its ratio. Without it, each epoch is
-evaluated on the test split for the record, and ``select_checkpoint`` must stay ``last``.
+and the test split is read only after the last epoch, to report. Without it, each epoch is
+evaluated on the test split for the record, and ``select_checkpoint`` must stay ``last``. Selection
+considers only fully compressed epochs (NNCF 2's rule): never one before a pruning schedule reaches its ratio.
 """
 
 from __future__ import annotations
@@ -174,8 +174,8 @@ def _run(config: dict[str, Any], out: Path, resume: bool, overwrite: bool, conso
                          after_backward=lambda: distributed.average_gradients(dctx, outside_ddp),
                          after_step=None if ema is None else ema.update)
         train_seconds = time.perf_counter() - epoch_started  # the training steps alone, without evaluation
-        # Checked on the weights, which DDP keeps equal on every rank (a rank-local loss would let one rank leave
-        # alone), and before this epoch's checkpoint, so the last one on disk is still a finite model.
+        # Checked on the weights, which DDP keeps equal on every rank (a check of the rank-local loss could stop
+        # one rank and leave the others waiting), and before this epoch's checkpoint, so the last one is finite.
         if not all(torch.isfinite(p).all() for p in cmodel.parameters()):
             raise ConfigError(f"training.lr: fine-tuning diverged in epoch {epoch + 1} (the weights are no longer "
                               f"finite); lower the learning rate ({train_cfg['lr']} now)")
