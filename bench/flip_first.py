@@ -200,6 +200,20 @@ ROWS: dict[str, tuple[list[dict[str, Any]], dict[str, Any], str]] = {
     "prune50_mse_global_lr005": ([{**P50, "mode": "UNSTRUCTURED_MAGNITUDE_GLOBAL"}, {"algorithm": DIST, "weights": MSE}],
                                  {"training.lr": 0.005}, "50% pruning by global magnitude: logit matching at 0.005, BatchNorm training"),
     "prune50_ft_lr005": ([P50], {"training.lr": 0.005}, "50% pruning: plain fine-tuning on the labels at 0.005 (the lr alone)"),
+    # 4-bit and 50% validation flips still fell at the last epoch (176 -> 111, 73 -> 60): is it the budget?
+    "w4_qat_x4": ([Q4], BUDGET_X4, "plain 4-bit QAT at 4x the budget (8 epochs x 10,000 images)"),
+    "w4_mse_fbn_wd0_x4": ([Q4, {"algorithm": DIST, "weights": MSE}, FBN], {**BUDGET_X4, "training.weight_decay": 0.0},
+                          "4-bit logit matching + frozen BN, no weight decay, at 4x the budget"),
+    "prune50_ft_x4": ([P50], BUDGET_X4, "50% pruning, plain fine-tuning at 4x the budget"),
+    "prune50_mse_global_lr005_x4": ([{**P50, "mode": "UNSTRUCTURED_MAGNITUDE_GLOBAL"}, {"algorithm": DIST, "weights": MSE}],
+                                    {**BUDGET_X4, "training.lr": 0.005},
+                                    "50% global-magnitude pruning, logit matching at 0.005, BN training, at 4x the budget"),
+    # Low-bit papers (PACT, LSQ) keep the first and last layers out of 4 bits: the stem sees the raw image.
+    "w4_qat_fl": ([{**Q4, "ignored_scope": {"names": ["stem/0/conv2d/0"], "types": ["linear"]}}], {},
+                  "plain 4-bit QAT with the stem convolution and the classifier in float"),
+    "w4_mse_fbn_wd0_fl": ([{**Q4, "ignored_scope": {"names": ["stem/0/conv2d/0"], "types": ["linear"]}},
+                           {"algorithm": DIST, "weights": MSE}, FBN], {"training.weight_decay": 0.0},
+                          "4-bit logit matching + frozen BN, no weight decay, stem and classifier in float"),
     "prune50_mse_fbn_wd0": ([P50, {"algorithm": DIST, "weights": MSE}, FBN], {"training.weight_decay": 0.0},
                             "50% pruning: logit matching, no labels + frozen BN, no weight decay"),
 }
