@@ -200,7 +200,7 @@ ROWS: dict[str, tuple[list[dict[str, Any]], dict[str, Any], str]] = {
     "prune50_mse_global_lr005": ([{**P50, "mode": "UNSTRUCTURED_MAGNITUDE_GLOBAL"}, {"algorithm": DIST, "weights": MSE}],
                                  {"training.lr": 0.005}, "50% pruning by global magnitude: logit matching at 0.005, BatchNorm training"),
     "prune50_ft_lr005": ([P50], {"training.lr": 0.005}, "50% pruning: plain fine-tuning on the labels at 0.005 (the lr alone)"),
-    # 4-bit and 50% validation flips still fell at the last epoch (176 -> 111, 73 -> 60): is it the budget?
+    # 4-bit validation flips still fell at the last epoch (176 -> 111): is it the budget?
     "w4_qat_x4": ([Q4], BUDGET_X4, "plain 4-bit QAT at 4x the budget (8 epochs x 10,000 images)"),
     "w4_mse_fbn_wd0_x4": ([Q4, {"algorithm": DIST, "weights": MSE}, FBN], {**BUDGET_X4, "training.weight_decay": 0.0},
                           "4-bit logit matching + frozen BN, no weight decay, at 4x the budget"),
