@@ -50,6 +50,8 @@ Q4 = {**Q8, "weights": {"bits": 4}, "activations": {"bits": 4}}
 Q8F = {**Q8, "ignored_scope": {"types": ["linear"]}}
 Q8H = {**Q8, "range_estimator": "histogram"}  # ranges that minimise the quantization error (HistogramObserver): finer steps
 Q4H = {**Q4, "range_estimator": "histogram"}
+# Low-bit papers (PACT, LSQ) keep the first and last layers out of 4 bits: the stem sees the raw image.
+Q4FL = {**Q4, "ignored_scope": {"names": ["stem/0/conv2d/0"], "types": ["linear"]}}
 Q8M = {**Q8, "preset": "mixed"}  # asymmetric activation quantizers: a change of scheme, not of training
 P50 = {"algorithm": "pruning", "ratio": 0.5, "batch_norm_adaptation": {"enabled": True, "num_iterations": 50}}
 
@@ -208,10 +210,9 @@ ROWS: dict[str, tuple[list[dict[str, Any]], dict[str, Any], str]] = {
     "prune50_mse_global_lr005_x4": ([{**P50, "mode": "UNSTRUCTURED_MAGNITUDE_GLOBAL"}, {"algorithm": DIST, "weights": MSE}],
                                     {**BUDGET_X4, "training.lr": 0.005},
                                     "50% global-magnitude pruning, logit matching at 0.005, BN training, at 4x the budget"),
-    # Low-bit papers (PACT, LSQ) keep the first and last layers out of 4 bits: the stem sees the raw image.
-    "w4_qat_fl": ([{**Q4, "ignored_scope": {"names": ["stem/0/conv2d/0"], "types": ["linear"]}}], {},
+    "w4_qat_fl": ([Q4FL], {},
                   "plain 4-bit QAT with the stem convolution and the classifier in float"),
-    "w4_mse_fbn_wd0_fl": ([{**Q4, "ignored_scope": {"names": ["stem/0/conv2d/0"], "types": ["linear"]}},
+    "w4_mse_fbn_wd0_fl": ([Q4FL,
                            {"algorithm": DIST, "weights": MSE}, FBN], {"training.weight_decay": 0.0},
                           "4-bit logit matching + frozen BN, no weight decay, stem and classifier in float"),
     "prune50_mse_fbn_wd0": ([P50, {"algorithm": DIST, "weights": MSE}, FBN], {"training.weight_decay": 0.0},
