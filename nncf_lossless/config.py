@@ -70,7 +70,8 @@ TOP_LEVEL_SCHEMA: dict[str, Any] = {
                 "image_size": {**_POS_INT, "type": ["integer", "null"], "default": None},
                 "mean": _NUMBERS,
                 "std": _NUMBERS,
-                "augment": {"type": "boolean", "default": True},
+                # true: random crop (pad 4) + horizontal flip; "trivial": those + TrivialAugmentWide.
+                "augment": {"enum": [True, False, "trivial"], "default": True},
                 "max_train_samples": {**_POS_INT, "type": ["integer", "null"], "default": None},
                 "max_test_samples": {**_POS_INT, "type": ["integer", "null"], "default": None},
                 # Held out of the training split before max_train_samples (or a separate folder/zip of

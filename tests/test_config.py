@@ -72,6 +72,8 @@ INVALID = [
     (digits_config(input_info={"sample_size": [1, 0, 8]}), "input_info.sample_size[1]: 0 is less than the minimum of 1"),
     (digits_config(training={"epochs": 0}), "training.epochs: 0 is less than the minimum of 1"),
     (digits_config(dataset={"name": "image_folder"}), "dataset: 'path' is a required property"),
+    (digits_config(dataset={"name": "image_folder", "path": "d", "augment": "strong"}),
+     "dataset.augment: 'strong' is not one of [True, False, 'trivial']"),
     (digits_config(training={"reference": {"optimizer": "lion"}}),
      "training.reference.optimizer: 'lion' is not one of ['sgd', 'adam', 'adamw']"),
 ]

@@ -153,6 +153,23 @@ def test_image_folder_augments_train_only(tmp_path):
     assert torch.equal(draws, torch.stack([bundle.train[0][0] for _ in range(8)]))
 
 
+def test_trivial_augment_changes_pixels_beyond_crop_and_flip(tmp_path):
+    root = write_folder(tmp_path / "ds")
+    plain = load_dataset(folder_cfg(root), cache_dir=tmp_path / "cache")
+    strong = load_dataset(folder_cfg(root, augment="trivial"), cache_dir=tmp_path / "cache")
+    # A crop (pad 4) and a flip only move pixels: each draw's values are the image's or padding.
+    image = plain.calibration[0][0]
+    allowed = set(image.flatten().tolist()) | set(((0 - torch.tensor(plain.mean)) / torch.tensor(plain.std)).tolist())
+    torch.manual_seed(0)
+    assert all(set(plain.train[0][0].flatten().tolist()) <= allowed for _ in range(16))
+    torch.manual_seed(0)
+    draws = [strong.train[0][0] for _ in range(16)]
+    assert any(not set(d.flatten().tolist()) <= allowed for d in draws)  # colour/contrast ops make new values
+    torch.manual_seed(0)
+    assert all(torch.equal(d, strong.train[0][0]) for d in draws)  # seeded like the default augmentation
+    assert torch.equal(strong.test[0][0], plain.test[0][0])
+
+
 def test_image_folder_resize_grayscale_and_stat_overrides(tmp_path):
     root = write_folder(tmp_path / "gray", mode="L", size=10)
     bundle = load_dataset(folder_cfg(root, image_size=4, mean=[0.5], std=[0.25]), cache_dir=tmp_path / "cache")

@@ -202,6 +202,26 @@ def test_mixed_inputs_replace_a_fraction_of_the_batch_and_are_marked(mode):
     assert torch.all(w[~algo.last_clean_rows] == 1.0)  # a mixed image has no label to be right about
 
 
+def test_boundary_inputs_move_rows_toward_the_teachers_decision_boundary():
+    torch.manual_seed(0)
+    teacher = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(12, 5)).requires_grad_(False)
+    x = torch.randn(8, 3, 2, 2)
+    out, clean = L.boundary_inputs(x, teacher, 0.5)
+    assert clean.tolist() == [True] * 4 + [False] * 4 and torch.equal(out[:4], x[:4])
+    before, after = teacher(x[4:]).topk(2, dim=1), teacher(out[4:]).topk(2, dim=1)
+    lead_before = before.values[:, 0] - before.values[:, 1]
+    # A linear teacher's lead over the same runner-up shrinks exactly by the drawn fraction f ~ U(0, 1).
+    z = teacher(out[4:])
+    lead_after = z.gather(1, before.indices[:, :1]).squeeze(1) - z.gather(1, before.indices[:, 1:]).squeeze(1)
+    f = 1 - lead_after / lead_before
+    assert torch.all(f > -1e-4) and torch.all(f < 1 + 1e-4) and f.std() > 0.05
+    assert torch.all(after.values[:, 0] - after.values[:, 1] <= lead_before + 1e-5)
+    assert all(p.grad is None for p in teacher.parameters())
+    algo = _distillation(targets="teacher", weights={"mse": 1.0}, mix={"mode": "boundary", "fraction": 0.25})
+    moved = algo.prepare_inputs(torch.randn(8, 1, 2, 2))
+    assert algo.last_clean_rows.sum().item() == 6 and moved.shape == (8, 1, 2, 2)
+
+
 # ---- in the trainer ----------------------------------------------------------------------------
 
 

@@ -38,7 +38,9 @@ Flip-first options (issue 15), all off by default:
   Training's focal distillation; it reads the labels only to weight). ``beta: 0`` (default) is off.
 * ``mix: {mode, fraction, alpha}``: ``mixup``/``cutmix`` replaces ``fraction`` of each training batch
   by mixes of its images, before the student's forward pass (``prepare_inputs``, which the built-in
-  loop calls); only the teacher-student terms see them, so ``label_ce`` must be 0.
+  loop calls); only the teacher-student terms see them, so ``label_ce`` must be 0. ``boundary``
+  instead moves those rows toward the teacher's decision boundary (boundary-supporting samples,
+  :func:`~nncf_lossless.algorithms.distillation.losses.boundary_inputs`); ``alpha`` is unused there.
 
 After each ``loss``, ``last_teacher_logits`` and ``last_clean_rows`` (unmixed rows) are kept for the
 flip-focused sampler, which counts disagreements on them.
@@ -109,7 +111,10 @@ class Distillation(AlgorithmBase):
         if mix["mode"] == "none":
             self.last_clean_rows = None
             return inputs
-        inputs, self.last_clean_rows = L.mix_inputs(inputs, mix["mode"], mix["fraction"], mix["alpha"])
+        if mix["mode"] == "boundary":
+            inputs, self.last_clean_rows = L.boundary_inputs(inputs, self.teacher, mix["fraction"])
+        else:
+            inputs, self.last_clean_rows = L.mix_inputs(inputs, mix["mode"], mix["fraction"], mix["alpha"])
         return inputs
 
     def loss(self, outputs: torch.Tensor | None, targets: torch.Tensor | None,

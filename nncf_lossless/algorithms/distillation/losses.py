@@ -102,3 +102,34 @@ def mix_inputs(x: torch.Tensor, mode: str, fraction: float, alpha: float) -> tup
         out[rows, :, top:top + ch, left:left + cw] = x[partner][:, :, top:top + ch, left:left + cw]
     clean[rows] = False
     return out, clean
+
+
+def boundary_inputs(x: torch.Tensor, teacher: torch.nn.Module, fraction: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Replaces the last ``round(fraction * B)`` rows by images moved toward the teacher's decision boundary.
+
+    Boundary-supporting samples (Heo et al., AAAI 2019): each row takes one linearised (DeepFool) step
+    from its teacher's top-1 class ``b`` toward its runner-up ``r``, ``x - f * d / |g|^2 * g`` with
+    ``d = z_b - z_r`` and ``g`` its input gradient, ``f ~ U(0, 1)`` per row, so the teacher's lead on the
+    moved images spreads from its original size down to about zero. Flips live at small leads, and
+    these are the inputs where the student must match the teacher's logits to keep its labels. No
+    labels are made; returns the batch and a bool mask of its unmoved rows. One forward and backward
+    of the teacher on the moved rows (its parameters get no gradient). Draws ``f`` from torch's global RNG.
+    """
+    n = x.shape[0]
+    k = min(n, round(fraction * n))
+    clean = torch.ones(n, dtype=torch.bool, device=x.device)
+    if k == 0:
+        return x, clean
+    rows = torch.arange(n - k, n, device=x.device)
+    with torch.enable_grad():
+        moved = x[rows].detach().clone().requires_grad_(True)
+        top2 = teacher(moved).topk(2, dim=1)
+        lead = top2.values[:, 0] - top2.values[:, 1]
+        (grad,) = torch.autograd.grad(lead.sum(), moved)
+    norm2 = grad.flatten(1).pow(2).sum(1).clamp_min(1e-12)
+    f = torch.rand(k, device=x.device)
+    step = (f * lead.detach() / norm2).view(-1, *([1] * (x.dim() - 1)))
+    out = x.clone()
+    out[rows] = (moved - step * grad).detach()
+    clean[rows] = False
+    return out, clean

@@ -45,7 +45,7 @@ SCHEMA: dict[str, Any] = {
             "additionalProperties": False,
             "default": {},
             "properties": {
-                "mode": {"enum": ["none", "mixup", "cutmix"], "default": "none"},
+                "mode": {"enum": ["none", "mixup", "cutmix", "boundary"], "default": "none"},
                 "fraction": {"type": "number", "minimum": 0, "maximum": 1, "default": 0.5},
                 "alpha": {"type": "number", "exclusiveMinimum": 0, "default": 1.0},
             },
