@@ -141,6 +141,34 @@ def test_output_mse_range_search_runs_on_8bit_activation_ranges_and_never_moves_
         assert (searched.eval()(x) - target).pow(2).mean() <= (plain.eval()(x) - target).pow(2).mean()
 
 
+def test_channel_mse_weight_ranges_lower_every_channels_4bit_weight_error(reference, calibration):
+    from nncf_lossless.algorithms.quantization.quantizer_sites import quantizer_sites, weight_parameter
+
+    def weight_errors(model):
+        """Per weight quantizer, the squared quantization error of each output channel."""
+        out = []
+        with torch.no_grad():
+            for site in quantizer_sites(model, torch.ones(1, 1, 8, 8)):
+                if site.is_weight:
+                    w = weight_parameter(model, site)
+                    assert site.quantizer.num_bits == 4
+                    out.append((site.quantizer(w) - w).pow(2).flatten(1).sum(1))
+        return out
+
+    entry = {"algorithm": "quantization", "weights": {"bits": 4}}
+    _, searched = create_compressed_model(copy.deepcopy(reference), _config(entry), calibration_data=calibration)
+    _, local = create_compressed_model(copy.deepcopy(reference), _config({**entry, "weight_range_search": "channel_mse"}),
+                                       calibration_data=calibration)
+    before, after = weight_errors(searched), weight_errors(local)
+    assert len(before) == len(after) > 0
+    # One shrink factor per quantizer cannot fit every channel; the per-channel search does at least as well on each.
+    for b, a in zip(before, after):
+        assert torch.all(a <= b + 1e-6)
+    assert sum(a.sum() for a in after) < 0.9 * sum(b.sum() for b in before)
+    scales = [site.quantizer.scale.flatten() for site in quantizer_sites(local, torch.ones(1, 1, 8, 8)) if site.is_weight]
+    assert any(len(s) > 1 for s in scales)
+
+
 @pytest.mark.parametrize("mode", ["UNSTRUCTURED_MAGNITUDE_LOCAL", "UNSTRUCTURED_MAGNITUDE_GLOBAL"])
 def test_magnitude_pruning_follows_the_multistep_schedule(reference, calibration, train_loader, mode):
     entry = {"algorithm": "pruning", "mode": mode, "ratio": 0.6,

@@ -79,6 +79,7 @@ class Quantization(AlgorithmBase):
             dataset.get_inference_data(),
             weight_bits=p["weights"]["bits"],
             activation_bits=p["activations"]["bits"],
+            weight_search=p["weight_range_search"],
         )
         if p["range_search"] == "output_mse" and p["activations"]["bits"] == 8:  # low bits were searched just above
             low_bit.search_activation_ranges(model, ctx.reference, ctx.example_input, dataset.get_inference_data(), 8)

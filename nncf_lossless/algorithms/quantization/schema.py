@@ -6,6 +6,8 @@ choice for the target device). ``range_estimator`` picks one of NNCF's
 ``RangeEstimatorParametersSet`` for the activation ranges (``null``: NNCF's default).
 ``range_search: output_mse`` then shrinks each 8-bit activation range, in graph order, to the
 factor whose model output is closest to the reference's (the search low-bit quantizers always get).
+``weight_range_search: channel_mse`` instead starts low-bit *weight* quantizers from per-channel ranges
+of least weight quantization error (the activations keep the output-MSE search).
 ``train_ranges: false`` keeps every quantizer's range where calibration put it: fine-tuning then
 trains only the weights (NNCF's quantizers otherwise learn their scales along with them).
 ``batch_norm_adaptation`` re-estimates BatchNorm statistics with ``nncf.batch_norm_adaptation``
@@ -48,6 +50,7 @@ SCHEMA: dict[str, Any] = {
         "activations": _TENSORS,
         "range_estimator": {"enum": [*RANGE_ESTIMATORS, None], "default": None},
         "range_search": {"enum": ["none", "output_mse"], "default": "none"},
+        "weight_range_search": {"enum": ["output_mse", "channel_mse"], "default": "output_mse"},
         "batch_norm_adaptation": BN_ADAPTATION_SCHEMA,
         "match_openvino_cpu": {"type": "boolean", "default": True},
         "train_ranges": {"type": "boolean", "default": True},
