@@ -18,7 +18,7 @@ import torch
 from nncf.torch.quantization.layers import AsymmetricQuantizer, BaseQuantizer, SymmetricQuantizer
 from torch import nn
 
-from nncf_lossless.algorithms.quantization.quantizer_sites import quantizer_sites, weight_parameter
+from nncf_lossless.algorithms.quantization.quantizer_sites import QuantizerSite, quantizer_sites, weight_parameter
 
 SHRINK_GRID = [round(0.3 + 0.05 * i, 2) for i in range(15)]  # 0.30 ... 1.00
 # Calibration samples the search runs on: enough for a stable output MSE, cheap to re-run per factor.
@@ -58,7 +58,7 @@ def set_bits(
 
 
 @torch.no_grad()
-def channel_mse_weight_ranges(model: nn.Module, sites: list) -> None:
+def channel_mse_weight_ranges(model: nn.Module, sites: list[QuantizerSite]) -> None:
     """Shrinks each weight quantizer's range, channel by channel (per its scale's shape), to the
     :data:`SHRINK_GRID` factor of least squared error between the weights and their quantized values.
 
@@ -69,17 +69,21 @@ def channel_mse_weight_ranges(model: nn.Module, sites: list) -> None:
         q, w = site.quantizer, weight_parameter(model, site).detach()
         params = _range_params(q)
         original = [p.detach().clone() for p in params]
-        shape = original[-1].shape
-        dims = [d for d in range(w.dim()) if len(shape) != w.dim() or shape[d] == 1]
         errors = []
         for factor in SHRINK_GRID:
             for p, o in zip(params, original):
                 p.copy_(o * factor)
-            errors.append((q(w) - w).pow(2).sum(dim=dims, keepdim=len(shape) == w.dim()).reshape(shape)
-                          if dims else (q(w) - w).pow(2).reshape(shape))
+            errors.append(_sum_per_scale((q(w) - w).pow(2), original[-1].shape))
         best = torch.tensor(SHRINK_GRID, dtype=w.dtype)[torch.stack(errors).argmin(0)]
         for p, o in zip(params, original):
             p.copy_(o * best)
+
+
+def _sum_per_scale(error: torch.Tensor, shape: torch.Size) -> torch.Tensor:
+    """``error`` summed over the elements each entry of a scale of ``shape`` covers, in that shape."""
+    if len(shape) != error.dim():  # one scale for the whole tensor
+        return error.sum().reshape([1] * len(shape)).expand(shape)
+    return error.sum(dim=[d for d in range(error.dim()) if shape[d] == 1], keepdim=True)
 
 
 def search_activation_ranges(model: nn.Module, reference: nn.Module, example_input: torch.Tensor,
