@@ -12,7 +12,7 @@ from the reference than plain min/max does.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 import torch
 from nncf.torch.quantization.layers import AsymmetricQuantizer, BaseQuantizer, SymmetricQuantizer
@@ -67,16 +67,23 @@ def channel_mse_weight_ranges(model: nn.Module, sites: list[QuantizerSite]) -> N
     channels of a per-channel quantizer do not interact, so one pass over the grid searches all at once."""
     for site in sites:
         q, w = site.quantizer, weight_parameter(model, site).detach()
-        params = _range_params(q)
-        original = [p.detach().clone() for p in params]
-        errors = []
-        for factor in SHRINK_GRID:
-            for p, o in zip(params, original):
-                p.copy_(o * factor)
-            errors.append(_sum_per_scale((q(w) - w).pow(2), original[-1].shape))
-        best = torch.tensor(SHRINK_GRID, dtype=w.dtype)[torch.stack(errors).argmin(0)]
+        shape = _range_params(q)[-1].shape
+        _shrink_to_least(q, lambda q=q, w=w, shape=shape: _sum_per_scale((q(w) - w).pow(2), shape))
+
+
+def _shrink_to_least(q: BaseQuantizer, error: Callable[[], torch.Tensor]) -> None:
+    """Scales ``q``'s range by every :data:`SHRINK_GRID` factor and keeps the one of least ``error()``:
+    one factor if it returns a scalar, one per scale entry if it returns the scale's shape."""
+    params = _range_params(q)
+    original = [p.detach().clone() for p in params]
+    errors = []
+    for factor in SHRINK_GRID:
         for p, o in zip(params, original):
-            p.copy_(o * best)
+            p.copy_(o * factor)
+        errors.append(error())
+    best = torch.tensor(SHRINK_GRID)[torch.stack(errors).argmin(0)]  # argmin: the first of equal errors
+    for p, o in zip(params, original):
+        p.copy_(o * best.to(o.dtype))
 
 
 def _sum_per_scale(error: torch.Tensor, shape: torch.Size) -> torch.Tensor:
@@ -126,15 +133,6 @@ def _search_ranges(model: nn.Module, reference: nn.Module, qs: list[BaseQuantize
     try:
         target = reference(x)
         for q in qs:
-            params = _range_params(q)
-            original = [p.detach().clone() for p in params]
-            errors = []
-            for factor in SHRINK_GRID:
-                for p, o in zip(params, original):
-                    p.copy_(o * factor)
-                errors.append((model(x) - target).pow(2).mean().item())
-            best = SHRINK_GRID[min(range(len(errors)), key=errors.__getitem__)]
-            for p, o in zip(params, original):
-                p.copy_(o * best)
+            _shrink_to_least(q, lambda: (model(x) - target).pow(2).mean())
     finally:
         model.train(was_training)
